@@ -1,0 +1,54 @@
+/*
+ * rekeyfs block cryptography: XChaCha20-Poly1305-IETF from libsodium.
+ *
+ * No function here allocates.  Key buffers passed in are owned by the
+ * caller and should live in sodium_malloc() memory.
+ */
+#ifndef RKFS_CRYPT_H
+#define RKFS_CRYPT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rekeyfs/format.h"
+
+#define RKFS_CHECK_LEN 16
+
+/* sodium_init() once per process.  Returns 0 or -ENOSYS. */
+int rkfs_crypt_init(void) __attribute__((warn_unused_result));
+
+/*
+ * Derive the per-file key: BLAKE2b-256 keyed with the generation key over
+ * "rekeyfs v1 content" || file id.  out must hold RKFS_KEY_LEN bytes.
+ */
+void rkfs_crypt_file_key(unsigned char *out, const uint8_t *file_id,
+			 const unsigned char *gen_key) __attribute__((nonnull));
+
+/*
+ * Check value of a generation key: BLAKE2b-128 keyed with it over
+ * "rekeyfs v1 check".  Not secret; identifies a key without revealing it.
+ */
+void rkfs_crypt_check_value(uint8_t out[RKFS_CHECK_LEN],
+			    const unsigned char *gen_key)
+	__attribute__((nonnull));
+
+/*
+ * Seal one block.  out receives nonce || ciphertext || tag, that is
+ * len + RKFS_BLOCK_OVERHEAD bytes; 1 <= len <= RKFS_BLOCK_SIZE.  out and
+ * plain must not overlap.  final is 1 for the file's last block.
+ */
+void rkfs_block_seal(uint8_t *out, const uint8_t *plain, size_t len,
+		     uint64_t index, int final, const struct rkfs_header *h,
+		     const unsigned char *file_key) __attribute__((nonnull));
+
+/*
+ * Open one sealed block of inlen bytes (RKFS_BLOCK_OVERHEAD < inlen <=
+ * RKFS_CBLOCK_SIZE) into plain (inlen - RKFS_BLOCK_OVERHEAD bytes).
+ * Returns 0, or -EBADMSG if it fails to authenticate (plain is then zeroed).
+ */
+int rkfs_block_open(uint8_t *plain, const uint8_t *in, size_t inlen,
+		    uint64_t index, int final, const struct rkfs_header *h,
+		    const unsigned char *file_key)
+	__attribute__((warn_unused_result, nonnull));
+
+#endif /* RKFS_CRYPT_H */

@@ -1,0 +1,121 @@
+/*
+ * Encrypted file I/O over a backing file descriptor.
+ *
+ * struct rkfs_file is the per-inode state: the parsed header, the derived
+ * per-file key and the cached plaintext size.  The backing fd is passed to
+ * each call, so several open handles (each with its own fd and flock) can
+ * share one rkfs_file.
+ *
+ * Locking is the caller's job: rkfs_file_read() may run concurrently with
+ * other reads; rkfs_file_write(), rkfs_file_truncate() and
+ * rkfs_file_use_keyring() need exclusive access to the rkfs_file.
+ *
+ * Errors: -EBADMSG for corruption (bad header, impossible size, a block
+ * that fails to authenticate); -ENOKEY when the file's generation is not in
+ * the keyring or destroyed; -EKEYREVOKED when it is disabled; -errno from
+ * the backing file otherwise.  Nothing is modified when an error is
+ * returned before the first backing write.
+ */
+#ifndef RKFS_FILE_H
+#define RKFS_FILE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "rekeyfs/format.h"
+#include "rekeyfs/keyring.h"
+
+struct rkfs_file {
+	bool has_header;        /* false: the backing file is 0 bytes long */
+	struct rkfs_header hdr; /* valid when has_header */
+	unsigned char *key;     /* per-file key (sodium_malloc), or NULL */
+	int key_err;            /* why key is NULL: -ENOKEY / -EKEYREVOKED */
+	uint64_t size;          /* plaintext size */
+	uint64_t serial;        /* serial of the keyring key was derived from */
+};
+
+/*
+ * Initialise f from the backing fd: fstat, read and parse the header,
+ * derive the key from kr.  A file whose generation has no usable key still
+ * loads (f->key == NULL, f->key_err set) so that stat and unlink work; its
+ * reads and writes then fail with f->key_err.  Returns 0 or -EBADMSG /
+ * -errno.  On error f needs no rkfs_file_release().
+ */
+int rkfs_file_load(struct rkfs_file *f, int fd, const struct rkfs_keyring *kr)
+	__attribute__((warn_unused_result, nonnull));
+
+/*
+ * Re-derive the key from a (reloaded) keyring.  Returns 0 even if the
+ * generation became unusable (then f->key is NULL and f->key_err set).
+ */
+int rkfs_file_use_keyring(struct rkfs_file *f, const struct rkfs_keyring *kr)
+	__attribute__((warn_unused_result, nonnull));
+
+/*
+ * Read up to len bytes at off into buf.  Returns bytes read (0 at or past
+ * EOF) or -errno.  On -EBADMSG from a block, *bad_block (if not NULL)
+ * receives its index (UINT64_MAX for a header/size problem).
+ */
+ssize_t rkfs_file_read(struct rkfs_file *f, int fd, void *buf, size_t len,
+		       uint64_t off, uint64_t *bad_block)
+	__attribute__((warn_unused_result, nonnull(1, 3)));
+
+/*
+ * Write len bytes at off.  A file without a header gets one for kr's
+ * primary generation first; otherwise the file keeps its generation.
+ * Returns len or -errno.
+ */
+ssize_t rkfs_file_write(struct rkfs_file *f, int fd, const void *buf,
+			size_t len, uint64_t off, const struct rkfs_keyring *kr,
+			uint64_t *bad_block)
+	__attribute__((warn_unused_result, nonnull(1, 3, 6)));
+
+/*
+ * Set the plaintext size.  Truncating to zero starts the file afresh:
+ * new file id, kr's primary generation.  Growing leaves a hole (sparse
+ * backing file) and seals a real final block.
+ */
+int rkfs_file_truncate(struct rkfs_file *f, int fd, uint64_t size,
+		       const struct rkfs_keyring *kr, uint64_t *bad_block)
+	__attribute__((warn_unused_result, nonnull(1, 4)));
+
+/*
+ * Give an empty (0-byte) backing file its header for kr's primary
+ * generation.  Used right after create so an empty file is a header alone.
+ */
+int rkfs_file_init_empty(struct rkfs_file *f, int fd,
+			 const struct rkfs_keyring *kr)
+	__attribute__((warn_unused_result, nonnull));
+
+/* Wipe and free the key.  f can be loaded again afterwards. */
+void rkfs_file_release(struct rkfs_file *f) __attribute__((nonnull));
+
+/*
+ * Plaintext size of a backing file from fstat alone; for getattr.
+ * Returns 0 or -EBADMSG.
+ */
+int rkfs_file_plain_size(uint64_t *plain, uint64_t cipher_size)
+	__attribute__((warn_unused_result, nonnull));
+
+/*
+ * Stream-copy helpers for whole-file rewrites (rekey): decrypt every block
+ * of src (loaded as sf) and write it to dst, encrypted under new header nh
+ * with key nkey.  Holes (all-zero non-final blocks) stay holes.  Any block
+ * that fails to authenticate aborts with -EBADMSG (*bad_block set) before
+ * anything else is written.  dst must be empty.  Returns 0 or -errno.
+ */
+int rkfs_file_reencrypt(struct rkfs_file *sf, int src, int dst,
+			const struct rkfs_header *nh, const unsigned char *nkey,
+			uint64_t *bad_block)
+	__attribute__((warn_unused_result, nonnull(1, 4, 5)));
+
+/*
+ * Authenticate every block of a loaded file without writing anything.
+ * Returns 0, -EBADMSG (*bad_block set), -ENOKEY/-EKEYREVOKED, or -errno.
+ */
+int rkfs_file_verify(struct rkfs_file *f, int fd, uint64_t *bad_block)
+	__attribute__((warn_unused_result, nonnull(1)));
+
+#endif /* RKFS_FILE_H */

@@ -1,0 +1,194 @@
+/*
+ * rekeyfs keyrings: numbered key generations in an INI file (inih).
+ *
+ *   [keyring]
+ *   primary = 3                  ; optional; default: highest enabled
+ *
+ *   [generation 2]
+ *   state = enabled              ; enabled | disabled | destroyed
+ *   created = 2026-11-01T00:00:00Z
+ *   key = base64:...             ; or key_file = PATH, or key_command = CMD
+ *   check = 0123...              ; optional check value (hex), verified
+ *
+ * Generations are listed in increasing order and numbers are never reused:
+ * a destroyed generation stays as a tombstone with no key material.
+ * Enabled generations decrypt; exactly one of them is primary and encrypts
+ * all new data; disabled generations keep their key source but are never
+ * used (their key is not even loaded).
+ *
+ * Key material lives in sodium_malloc() memory and is wiped by
+ * rkfs_keyring_free().  No function here prints or logs key material.
+ */
+#ifndef RKFS_KEYRING_H
+#define RKFS_KEYRING_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rekeyfs/crypt.h"
+#include "rekeyfs/error.h"
+
+enum rkfs_gen_state {
+	RKFS_GEN_ENABLED = 0,
+	RKFS_GEN_DISABLED,
+	RKFS_GEN_DESTROYED,
+};
+
+enum rkfs_key_source {
+	RKFS_KEY_NONE = 0, /* destroyed */
+	RKFS_KEY_INLINE,   /* key = base64:... */
+	RKFS_KEY_FILE,     /* key_file = PATH */
+	RKFS_KEY_COMMAND,  /* key_command = CMD */
+};
+
+struct rkfs_generation {
+	uint32_t number;
+	enum rkfs_gen_state state;
+	enum rkfs_key_source source;
+	char *created;     /* as written; may be NULL */
+	char *key_file;    /* RKFS_KEY_FILE: the path as written */
+	char *key_command; /* RKFS_KEY_COMMAND: the command as written */
+	/*
+	 * RKFS_KEY_LEN bytes in sodium_malloc() memory, or NULL when the key
+	 * was not loaded (disabled, destroyed, or loaded without
+	 * RKFS_KR_LOAD_KEYS).  RKFS_KEY_INLINE keys are always held here.
+	 */
+	unsigned char *key;
+	bool has_check;
+	uint8_t check[RKFS_CHECK_LEN];
+	unsigned line; /* line of its [generation N] header, 0 if none */
+};
+
+struct rkfs_keyring {
+	char *path;           /* file it was loaded from; may be NULL */
+	uint64_t serial;      /* unique per loaded keyring in this process */
+	uint32_t primary;     /* effective primary generation, 0 if none */
+	bool primary_explicit; /* "primary =" was written in [keyring] */
+	size_t count;
+	struct rkfs_generation *gens; /* sorted by number, ascending */
+	/* Passphrase sealing parameters; see rkfs_keyring_load(). */
+	bool sealed;
+};
+
+/* Load flags. */
+#define RKFS_KR_LOAD_KEYS 0x1    /* resolve key_file / key_command now */
+#define RKFS_KR_NO_MODE_CHECK 0x2 /* accept a group/world-readable file */
+#define RKFS_KR_ALLOW_EMPTY 0x4  /* a keyring without generations is fine */
+
+/*
+ * Key command limits: the command runs as "/bin/sh -c CMD" with stdin from
+ * /dev/null, no inherited descriptors beyond stderr, and must print the key
+ * (32 raw bytes or one base64 line) within RKFS_KEY_COMMAND_TIMEOUT_MS.
+ */
+#define RKFS_KEY_COMMAND_TIMEOUT_MS 10000
+
+/*
+ * Read a passphrase for a sealed keyring into buf (NUL-terminated).  Set
+ * with rkfs_keyring_set_passphrase_source(); returns 0 or -errno.
+ */
+typedef int (*rkfs_passphrase_fn)(char *buf, size_t size, void *arg);
+void rkfs_keyring_set_passphrase_source(rkfs_passphrase_fn fn, void *arg);
+
+/*
+ * Load and validate the keyring at path.  Refuses (-EPERM) a file that is
+ * group- or world-readable unless RKFS_KR_NO_MODE_CHECK.  Errors carry
+ * "path:line: what is wrong" in err and change nothing:
+ *   -ENOENT/-EACCES  file cannot be read
+ *   -EINVAL          syntax or validation error
+ *   -EPERM           unsafe permissions (keyring or key_file)
+ *   -EKEYREJECTED    a key does not match its recorded check value
+ *   -ETIME           a key_command timed out
+ * On success *out is owned by the caller: rkfs_keyring_free().
+ */
+int rkfs_keyring_load(struct rkfs_keyring **out, const char *path,
+		      unsigned flags, struct rkfs_error *err)
+	__attribute__((warn_unused_result, nonnull(1, 2)));
+
+/*
+ * Same, from text in memory; name is used in messages.  Relative key_file
+ * paths are resolved against base_dir (NULL: the current directory).
+ */
+int rkfs_keyring_parse(struct rkfs_keyring **out, const char *text,
+		       size_t len, const char *name, const char *base_dir,
+		       unsigned flags, struct rkfs_error *err)
+	__attribute__((warn_unused_result, nonnull(1, 2, 4)));
+
+/* A new, empty keyring (no generations). */
+struct rkfs_keyring *rkfs_keyring_new(void) __attribute__((warn_unused_result));
+
+/*
+ * Key of generation gen for use: returns RKFS_KEY_LEN bytes, or NULL with
+ * *err set to -ENOKEY (no such generation, destroyed, or key not loaded)
+ * or -EKEYREVOKED (disabled).
+ */
+const unsigned char *rkfs_keyring_key(const struct rkfs_keyring *kr,
+				      uint32_t gen, int *err)
+	__attribute__((nonnull));
+
+/* The generation entry for gen, or NULL. */
+struct rkfs_generation *rkfs_keyring_find(const struct rkfs_keyring *kr,
+					  uint32_t gen) __attribute__((nonnull));
+
+/* Highest generation number ever listed (tombstones count), 0 if none. */
+uint32_t rkfs_keyring_max_generation(const struct rkfs_keyring *kr)
+	__attribute__((nonnull));
+
+/*
+ * Recompute the effective primary (explicit one, else highest enabled).
+ * Returns 0 or -EINVAL (with err) if the explicit primary is not an
+ * enabled generation, or if no generation is enabled.
+ */
+int rkfs_keyring_resolve_primary(struct rkfs_keyring *kr,
+				 struct rkfs_error *err)
+	__attribute__((nonnull(1)));
+
+/*
+ * Append a generation (number must exceed every listed one) and take
+ * ownership of g's strings and key.  Returns 0, -EINVAL or -ENOMEM.
+ */
+int rkfs_keyring_append(struct rkfs_keyring *kr, struct rkfs_generation *g,
+			struct rkfs_error *err) __attribute__((nonnull(1, 2)));
+
+/*
+ * Serialise to INI text (malloc'd in sodium_malloc() memory because it may
+ * hold inline keys; release with sodium_free()).  Returns 0 or -ENOMEM.
+ */
+int rkfs_keyring_format(char **text, size_t *len,
+			const struct rkfs_keyring *kr)
+	__attribute__((warn_unused_result, nonnull));
+
+/* Atomically write kr to path at mode 0600 (temp, fsync, rename, fsync). */
+int rkfs_keyring_save(const struct rkfs_keyring *kr, const char *path,
+		      struct rkfs_error *err)
+	__attribute__((warn_unused_result, nonnull(1, 2)));
+
+/* Resolve one key source into a fresh sodium_malloc()'d key (for tools). */
+int rkfs_keyring_load_key(struct rkfs_generation *g, const char *name,
+			  const char *base_dir, struct rkfs_error *err)
+	__attribute__((warn_unused_result, nonnull(1, 2)));
+
+/* Parse "base64:..." / raw-32-byte / one-base64-line key text. */
+int rkfs_key_decode(unsigned char *key, const char *text, size_t len)
+	__attribute__((warn_unused_result, nonnull));
+
+/* Encode a key as "base64:..." into out (at least 64 bytes). */
+void rkfs_key_encode(char *out, size_t size, const unsigned char *key)
+	__attribute__((nonnull));
+
+/* Name of a state ("enabled"...). */
+const char *rkfs_gen_state_name(enum rkfs_gen_state s);
+
+/* Wipe every key, free everything.  NULL is fine. */
+void rkfs_keyring_free(struct rkfs_keyring *kr);
+
+/* Alias kept for the tools: wipe and free. */
+static inline void rkfs_keyring_wipe(struct rkfs_keyring *kr)
+{
+	rkfs_keyring_free(kr);
+}
+
+/* Overwrite a chunk of stack so parser temporaries that held keys vanish. */
+void rkfs_wipe_stack(void);
+
+#endif /* RKFS_KEYRING_H */

@@ -1,0 +1,627 @@
+#include "rekeyfs/file.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "rekeyfs/crypt.h"
+#include "rekeyfs/fsio.h"
+
+#define CHUNK_BLOCKS 256 /* 1 MiB of plaintext per streaming step */
+
+/*
+ * Per-thread scratch space, so the I/O path never allocates per block or
+ * per request once a thread has warmed up.
+ */
+struct scratch {
+	uint8_t *cbuf;
+	size_t ccap;
+	uint8_t block[RKFS_BLOCK_SIZE];
+};
+
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+
+static void scratch_free(void *p)
+{
+	struct scratch *s = p;
+
+	if (s) {
+		free(s->cbuf);
+		sodium_memzero(s->block, sizeof(s->block));
+		free(s);
+	}
+}
+
+static void scratch_init(void)
+{
+	(void)pthread_key_create(&scratch_key, scratch_free);
+}
+
+static struct scratch *scratch_get(size_t need)
+{
+	struct scratch *s;
+
+	pthread_once(&scratch_once, scratch_init);
+	s = pthread_getspecific(scratch_key);
+	if (s == NULL) {
+		s = calloc(1, sizeof(*s));
+		if (s == NULL)
+			return NULL;
+		if (pthread_setspecific(scratch_key, s) != 0) {
+			free(s);
+			return NULL;
+		}
+	}
+	if (s->ccap < need) {
+		uint8_t *n = realloc(s->cbuf, need);
+
+		if (n == NULL)
+			return NULL;
+		s->cbuf = n;
+		s->ccap = need;
+	}
+	return s;
+}
+
+/* Ciphertext length of block i in a file of plain bytes. */
+static size_t cblock_len(uint64_t plain, uint64_t i)
+{
+	uint64_t start = i * RKFS_BLOCK_SIZE;
+	uint64_t left = plain - start;
+
+	return (left >= RKFS_BLOCK_SIZE ? RKFS_BLOCK_SIZE : (size_t)left) +
+	       RKFS_BLOCK_OVERHEAD;
+}
+
+static uint64_t final_index(uint64_t plain)
+{
+	return (plain - 1) / RKFS_BLOCK_SIZE;
+}
+
+static int set_key(struct rkfs_file *f, const unsigned char *gen_key)
+{
+	if (f->key == NULL) {
+		f->key = sodium_malloc(RKFS_KEY_LEN);
+		if (f->key == NULL)
+			return -ENOMEM;
+	}
+	rkfs_crypt_file_key(f->key, f->hdr.file_id, gen_key);
+	f->key_err = 0;
+	return 0;
+}
+
+static void drop_key(struct rkfs_file *f, int why)
+{
+	if (f->key) {
+		sodium_free(f->key);
+		f->key = NULL;
+	}
+	f->key_err = why;
+}
+
+void rkfs_file_release(struct rkfs_file *f)
+{
+	drop_key(f, 0);
+	memset(f, 0, sizeof(*f));
+}
+
+int rkfs_file_plain_size(uint64_t *plain, uint64_t cipher_size)
+{
+	return rkfs_size_to_plain(plain, cipher_size);
+}
+
+int rkfs_file_use_keyring(struct rkfs_file *f, const struct rkfs_keyring *kr)
+{
+	const unsigned char *gk;
+	int err;
+
+	f->serial = kr->serial;
+	if (!f->has_header) {
+		drop_key(f, 0);
+		return 0;
+	}
+	gk = rkfs_keyring_key(kr, f->hdr.generation, &err);
+	if (gk == NULL) {
+		drop_key(f, err);
+		return 0;
+	}
+	return set_key(f, gk);
+}
+
+int rkfs_file_load(struct rkfs_file *f, int fd, const struct rkfs_keyring *kr)
+{
+	uint8_t raw[RKFS_HEADER_LEN];
+	struct stat st;
+	ssize_t n;
+	int ret;
+
+	memset(f, 0, sizeof(*f));
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	ret = rkfs_size_to_plain(&f->size, (uint64_t)st.st_size);
+	if (ret < 0)
+		return ret;
+	if (st.st_size == 0)
+		return rkfs_file_use_keyring(f, kr);
+	n = rkfs_pread_full(fd, raw, sizeof(raw), 0);
+	if (n < 0)
+		return (int)n;
+	ret = rkfs_header_parse(&f->hdr, raw, (size_t)n);
+	if (ret < 0)
+		return -EBADMSG;
+	f->has_header = true;
+	ret = rkfs_file_use_keyring(f, kr);
+	if (ret < 0)
+		rkfs_file_release(f);
+	return ret;
+}
+
+/* Start the file afresh under kr's primary: new header written at 0. */
+static int new_header(struct rkfs_file *f, int fd, const struct rkfs_keyring *kr)
+{
+	const unsigned char *gk;
+	struct rkfs_header h;
+	int err, ret;
+
+	gk = rkfs_keyring_key(kr, kr->primary, &err);
+	if (gk == NULL)
+		return err;
+	rkfs_header_init(&h, kr->primary);
+	ret = rkfs_pwrite_full(fd, h.raw, sizeof(h.raw), 0);
+	if (ret < 0)
+		return ret;
+	f->hdr = h;
+	f->has_header = true;
+	f->size = 0;
+	f->serial = kr->serial;
+	return set_key(f, gk);
+}
+
+int rkfs_file_init_empty(struct rkfs_file *f, int fd,
+			 const struct rkfs_keyring *kr)
+{
+	if (f->has_header)
+		return 0;
+	return new_header(f, fd, kr);
+}
+
+/*
+ * Decrypt block i of a file whose plaintext size is plain into out (which
+ * receives the block's plaintext length, returned in *len).  Holes read as
+ * zeros.  Used for read-modify-write of partial blocks.
+ */
+static int read_block(struct rkfs_file *f, int fd, uint64_t i, uint64_t plain,
+		      uint8_t *out, size_t *len, uint64_t *bad_block)
+{
+	uint8_t cb[RKFS_CBLOCK_SIZE];
+	size_t cl = cblock_len(plain, i);
+	int final = i == final_index(plain);
+	ssize_t n;
+
+	*len = cl - RKFS_BLOCK_OVERHEAD;
+	n = rkfs_pread_full(fd, cb, cl, (off_t)rkfs_block_offset(i));
+	if (n < 0)
+		return (int)n;
+	if ((size_t)n != cl) {
+		if (bad_block)
+			*bad_block = i;
+		return -EBADMSG;
+	}
+	if (!final && rkfs_is_zero(cb, cl)) {
+		memset(out, 0, *len);
+		return 0;
+	}
+	if (rkfs_block_open(out, cb, cl, i, final, &f->hdr, f->key) < 0) {
+		if (bad_block)
+			*bad_block = i;
+		return -EBADMSG;
+	}
+	return 0;
+}
+
+ssize_t rkfs_file_read(struct rkfs_file *f, int fd, void *buf, size_t len,
+		       uint64_t off, uint64_t *bad_block)
+{
+	uint64_t plain = f->size, first, last, flast, coff, cend;
+	uint8_t *out = buf;
+	struct scratch *s;
+	ssize_t n;
+
+	if (off >= plain || len == 0)
+		return 0;
+	if (f->key == NULL)
+		return f->key_err ? f->key_err : -ENOKEY;
+	if (len > plain - off)
+		len = (size_t)(plain - off);
+	first = off / RKFS_BLOCK_SIZE;
+	last = (off + len - 1) / RKFS_BLOCK_SIZE;
+	flast = final_index(plain);
+	coff = rkfs_block_offset(first);
+	cend = rkfs_block_offset(last) + cblock_len(plain, last);
+	s = scratch_get((size_t)(cend - coff));
+	if (s == NULL)
+		return -ENOMEM;
+	n = rkfs_pread_full(fd, s->cbuf, (size_t)(cend - coff), (off_t)coff);
+	if (n < 0)
+		return n;
+	if ((uint64_t)n != cend - coff) {
+		if (bad_block)
+			*bad_block = first + (uint64_t)n / RKFS_CBLOCK_SIZE;
+		return -EBADMSG;
+	}
+	for (uint64_t i = first; i <= last; i++) {
+		const uint8_t *cb = s->cbuf + (i - first) * RKFS_CBLOCK_SIZE;
+		size_t cl = cblock_len(plain, i);
+		size_t pl = cl - RKFS_BLOCK_OVERHEAD;
+		uint64_t bstart = i * RKFS_BLOCK_SIZE;
+		uint64_t from = off > bstart ? off : bstart;
+		uint64_t to = off + len < bstart + pl ? off + len : bstart + pl;
+		uint8_t *dst = out + (from - off);
+		int final = i == flast;
+
+		if (!final && rkfs_is_zero(cb, cl)) {
+			memset(dst, 0, (size_t)(to - from));
+			continue;
+		}
+		if (to - from == pl) {
+			if (rkfs_block_open(dst, cb, cl, i, final, &f->hdr,
+					    f->key) < 0)
+				goto bad;
+		} else {
+			if (rkfs_block_open(s->block, cb, cl, i, final, &f->hdr,
+					    f->key) < 0)
+				goto bad;
+			memcpy(dst, s->block + (from - bstart), (size_t)(to - from));
+		}
+		continue;
+bad:
+		if (bad_block)
+			*bad_block = i;
+		return -EBADMSG;
+	}
+	return (ssize_t)len;
+}
+
+/*
+ * Re-seal the old final block oflast of a file of plain bytes as a full,
+ * non-final block (zero padded), because the file grows past it.
+ */
+static int reseal_old_final(struct rkfs_file *f, int fd, uint64_t plain,
+			    uint64_t *bad_block)
+{
+	uint8_t pb[RKFS_BLOCK_SIZE], cb[RKFS_CBLOCK_SIZE];
+	uint64_t i = final_index(plain);
+	size_t len;
+	int ret;
+
+	ret = read_block(f, fd, i, plain, pb, &len, bad_block);
+	if (ret < 0)
+		goto out;
+	memset(pb + len, 0, sizeof(pb) - len);
+	rkfs_block_seal(cb, pb, RKFS_BLOCK_SIZE, i, 0, &f->hdr, f->key);
+	ret = rkfs_pwrite_full(fd, cb, sizeof(cb), (off_t)rkfs_block_offset(i));
+out:
+	sodium_memzero(pb, sizeof(pb));
+	return ret;
+}
+
+ssize_t rkfs_file_write(struct rkfs_file *f, int fd, const void *buf,
+			size_t len, uint64_t off, const struct rkfs_keyring *kr,
+			uint64_t *bad_block)
+{
+	const uint8_t *in = buf;
+	uint64_t plain, end, nplain, first, last, nflast, coff;
+	bool grows, reseal;
+	struct scratch *s;
+	size_t clen = 0;
+	int ret;
+
+	if (len == 0)
+		return 0;
+	if (!f->has_header) {
+		ret = new_header(f, fd, kr);
+		if (ret < 0)
+			return ret;
+	}
+	if (f->key == NULL)
+		return f->key_err ? f->key_err : -ENOKEY;
+	plain = f->size;
+	end = off + len;
+	if (end < off)
+		return -EFBIG;
+	nplain = end > plain ? end : plain;
+	grows = nplain > plain;
+	first = off / RKFS_BLOCK_SIZE;
+	last = (end - 1) / RKFS_BLOCK_SIZE;
+	nflast = final_index(nplain);
+	/* The old final block stops being final; if it lies before the
+	 * written range it must be re-sealed separately. */
+	reseal = grows && plain > 0 && final_index(plain) < first;
+
+	s = scratch_get((size_t)(last - first + 1) * RKFS_CBLOCK_SIZE);
+	if (s == NULL)
+		return -ENOMEM;
+	for (uint64_t i = first; i <= last; i++) {
+		uint64_t bstart = i * RKFS_BLOCK_SIZE;
+		size_t nlen = i < nflast ? RKFS_BLOCK_SIZE
+					 : (size_t)(nplain - bstart);
+		uint64_t from = off > bstart ? off : bstart;
+		uint64_t to = end < bstart + nlen ? end : bstart + nlen;
+		uint8_t *cb = s->cbuf + (i - first) * RKFS_CBLOCK_SIZE;
+		const uint8_t *src;
+
+		if (from == bstart && to == bstart + nlen) {
+			src = in + (bstart - off);
+		} else {
+			size_t olen = 0;
+
+			if (bstart < plain) {
+				ret = read_block(f, fd, i, plain, s->block,
+						 &olen, bad_block);
+				if (ret < 0)
+					return ret;
+			}
+			if (olen < nlen)
+				memset(s->block + olen, 0, nlen - olen);
+			memcpy(s->block + (from - bstart), in + (from - off),
+			       (size_t)(to - from));
+			src = s->block;
+		}
+		rkfs_block_seal(cb, src, nlen, i, i == nflast, &f->hdr, f->key);
+		clen += nlen + RKFS_BLOCK_OVERHEAD;
+	}
+	sodium_memzero(s->block, sizeof(s->block));
+	coff = rkfs_block_offset(first);
+	if (grows) {
+		/* Reserve space first, so a full disk fails before anything
+		 * is overwritten. */
+		if (fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)coff,
+			      (off_t)clen) < 0 &&
+		    errno != EOPNOTSUPP && errno != ENOSYS)
+			return -errno;
+	}
+	ret = rkfs_pwrite_full(fd, s->cbuf, clen, (off_t)coff);
+	if (ret < 0) {
+		if (grows && ftruncate(fd, (off_t)rkfs_size_to_cipher(plain)) < 0)
+			ret = -EIO;
+		return ret;
+	}
+	if (reseal) {
+		ret = reseal_old_final(f, fd, plain, bad_block);
+		if (ret < 0)
+			return ret;
+	}
+	f->size = nplain;
+	return (ssize_t)len;
+}
+
+int rkfs_file_truncate(struct rkfs_file *f, int fd, uint64_t size,
+		       const struct rkfs_keyring *kr, uint64_t *bad_block)
+{
+	uint8_t pb[RKFS_BLOCK_SIZE], cb[RKFS_CBLOCK_SIZE];
+	uint64_t plain = f->size, i;
+	size_t olen, nlen;
+	ssize_t w;
+	int ret;
+
+	if (size == 0) {
+		if (f->has_header && plain == 0 &&
+		    f->hdr.generation == kr->primary)
+			return 0;
+		if (ftruncate(fd, 0) < 0)
+			return -errno;
+		drop_key(f, 0);
+		f->has_header = false;
+		f->size = 0;
+		return new_header(f, fd, kr);
+	}
+	if (size == plain)
+		return 0;
+	if (size > plain) {
+		static const uint8_t zero;
+
+		w = rkfs_file_write(f, fd, &zero, 1, size - 1, kr, bad_block);
+		return w < 0 ? (int)w : 0;
+	}
+	if (f->key == NULL)
+		return f->key_err ? f->key_err : -ENOKEY;
+	i = final_index(size);
+	nlen = (size_t)(size - i * RKFS_BLOCK_SIZE);
+	ret = read_block(f, fd, i, plain, pb, &olen, bad_block);
+	if (ret < 0)
+		goto out;
+	if (ftruncate(fd, (off_t)rkfs_block_offset(i)) < 0) {
+		ret = -errno;
+		goto out;
+	}
+	rkfs_block_seal(cb, pb, nlen, i, 1, &f->hdr, f->key);
+	ret = rkfs_pwrite_full(fd, cb, nlen + RKFS_BLOCK_OVERHEAD,
+			       (off_t)rkfs_block_offset(i));
+	if (ret == 0)
+		f->size = size;
+out:
+	sodium_memzero(pb, sizeof(pb));
+	return ret;
+}
+
+/*
+ * First backing offset >= from that holds data, or UINT64_MAX if there is
+ * none; filesystems without SEEK_DATA report everything as data.
+ */
+static uint64_t next_data(int fd, uint64_t from)
+{
+	off_t d = lseek(fd, (off_t)from, SEEK_DATA);
+
+	if (d < 0)
+		return errno == ENXIO ? UINT64_MAX : from;
+	return (uint64_t)d;
+}
+
+/*
+ * Walk every non-hole block of f in chunks: decrypt each into plain and
+ * call emit(arg, index, plain, len, final).  Holes are skipped with
+ * SEEK_DATA, then confirmed block by block (all-zero ciphertext).
+ */
+typedef int (*emit_fn)(void *arg, uint64_t index, const uint8_t *plain,
+		       size_t len, int final);
+
+static int walk_blocks(struct rkfs_file *f, int fd, emit_fn emit, void *arg,
+		       uint64_t *bad_block)
+{
+	uint64_t plain = f->size, nblocks, i = 0, flast;
+	struct scratch *s;
+	uint8_t *pbuf;
+	int ret = 0;
+
+	if (!f->has_header || plain == 0)
+		return 0;
+	if (f->key == NULL)
+		return f->key_err ? f->key_err : -ENOKEY;
+	nblocks = rkfs_block_count(plain);
+	flast = nblocks - 1;
+	s = scratch_get((size_t)CHUNK_BLOCKS * RKFS_CBLOCK_SIZE);
+	pbuf = sodium_malloc(RKFS_BLOCK_SIZE);
+	if (s == NULL || pbuf == NULL) {
+		if (pbuf)
+			sodium_free(pbuf);
+		return -ENOMEM;
+	}
+	while (i < nblocks) {
+		uint64_t d = next_data(fd, rkfs_block_offset(i)), n, cstart, cend;
+		ssize_t got;
+
+		if (d == UINT64_MAX || d > rkfs_block_offset(flast))
+			d = rkfs_block_offset(flast);
+		if (d > rkfs_block_offset(i))
+			i = (d - RKFS_HEADER_LEN) / RKFS_CBLOCK_SIZE;
+		n = nblocks - i < CHUNK_BLOCKS ? nblocks - i : CHUNK_BLOCKS;
+		cstart = rkfs_block_offset(i);
+		cend = rkfs_block_offset(i + n - 1) + cblock_len(plain, i + n - 1);
+		got = rkfs_pread_full(fd, s->cbuf, (size_t)(cend - cstart),
+				      (off_t)cstart);
+		if (got < 0) {
+			ret = (int)got;
+			break;
+		}
+		if ((uint64_t)got != cend - cstart) {
+			if (bad_block)
+				*bad_block = i + (uint64_t)got / RKFS_CBLOCK_SIZE;
+			ret = -EBADMSG;
+			break;
+		}
+		for (uint64_t j = 0; j < n; j++, i++) {
+			const uint8_t *cb = s->cbuf + j * RKFS_CBLOCK_SIZE;
+			size_t cl = cblock_len(plain, i);
+			int final = i == flast;
+
+			if (!final && rkfs_is_zero(cb, cl))
+				continue;
+			if (rkfs_block_open(pbuf, cb, cl, i, final, &f->hdr,
+					    f->key) < 0) {
+				if (bad_block)
+					*bad_block = i;
+				ret = -EBADMSG;
+				goto out;
+			}
+			ret = emit(arg, i, pbuf, cl - RKFS_BLOCK_OVERHEAD, final);
+			if (ret < 0)
+				goto out;
+		}
+	}
+out:
+	sodium_free(pbuf);
+	return ret;
+}
+
+static int emit_nothing(void *arg, uint64_t index, const uint8_t *plain,
+			size_t len, int final)
+{
+	return 0;
+}
+
+int rkfs_file_verify(struct rkfs_file *f, int fd, uint64_t *bad_block)
+{
+	return walk_blocks(f, fd, emit_nothing, NULL, bad_block);
+}
+
+struct reenc {
+	int dst;
+	const struct rkfs_header *nh;
+	const unsigned char *nkey;
+	uint8_t *out;   /* a run of consecutive sealed blocks */
+	uint64_t run_first;
+	size_t run_len; /* bytes in out */
+	size_t cap;
+};
+
+static int reenc_flush(struct reenc *r)
+{
+	int ret;
+
+	if (r->run_len == 0)
+		return 0;
+	ret = rkfs_pwrite_full(r->dst, r->out, r->run_len,
+			       (off_t)rkfs_block_offset(r->run_first));
+	r->run_len = 0;
+	return ret;
+}
+
+static int reenc_emit(void *arg, uint64_t index, const uint8_t *plain,
+		      size_t len, int final)
+{
+	struct reenc *r = arg;
+	int ret;
+
+	if (r->run_len &&
+	    (r->run_len + RKFS_CBLOCK_SIZE > r->cap ||
+	     r->run_first + r->run_len / RKFS_CBLOCK_SIZE != index)) {
+		ret = reenc_flush(r);
+		if (ret < 0)
+			return ret;
+	}
+	if (r->run_len == 0)
+		r->run_first = index;
+	rkfs_block_seal(r->out + r->run_len, plain, len, index, final, r->nh,
+			r->nkey);
+	r->run_len += len + RKFS_BLOCK_OVERHEAD;
+	return 0;
+}
+
+int rkfs_file_reencrypt(struct rkfs_file *sf, int src, int dst,
+			const struct rkfs_header *nh, const unsigned char *nkey,
+			uint64_t *bad_block)
+{
+	struct reenc r = { .dst = dst, .nh = nh, .nkey = nkey };
+	unsigned char *fkey;
+	int ret;
+
+	fkey = sodium_malloc(RKFS_KEY_LEN);
+	if (fkey == NULL)
+		return -ENOMEM;
+	rkfs_crypt_file_key(fkey, nh->file_id, nkey);
+	r.nkey = fkey;
+	r.cap = (size_t)CHUNK_BLOCKS * RKFS_CBLOCK_SIZE;
+	r.out = malloc(r.cap);
+	if (r.out == NULL) {
+		sodium_free(fkey);
+		return -ENOMEM;
+	}
+	ret = rkfs_pwrite_full(dst, nh->raw, RKFS_HEADER_LEN, 0);
+	if (ret == 0)
+		ret = walk_blocks(sf, src, reenc_emit, &r, bad_block);
+	if (ret == 0)
+		ret = reenc_flush(&r);
+	if (ret == 0 &&
+	    ftruncate(dst, (off_t)rkfs_size_to_cipher(sf->size)) < 0)
+		ret = -errno;
+	free(r.out);
+	sodium_free(fkey);
+	return ret;
+}

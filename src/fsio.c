@@ -1,0 +1,240 @@
+#include "rekeyfs/fsio.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+ssize_t rkfs_pread_full(int fd, void *buf, size_t len, off_t off)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = pread(fd, (char *)buf + done, len - done,
+				  off + (off_t)done);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			break;
+		done += (size_t)n;
+	}
+	return (ssize_t)done;
+}
+
+int rkfs_pwrite_full(int fd, const void *buf, size_t len, off_t off)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = pwrite(fd, (const char *)buf + done, len - done,
+				   off + (off_t)done);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			return -EIO;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+int rkfs_write_all(int fd, const void *buf, size_t len)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = write(fd, (const char *)buf + done, len - done);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+int rkfs_read_small_file(char **data, size_t *len, int dirfd,
+			 const char *path, size_t max, bool secure)
+{
+	struct stat st;
+	char *buf = NULL;
+	size_t cap, used = 0;
+	int fd, ret;
+
+	*data = NULL;
+	*len = 0;
+	if (path == NULL)
+		fd = fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
+	else
+		fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0) {
+		ret = -errno;
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		ret = S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
+		goto out;
+	}
+	if ((size_t)st.st_size > max) {
+		ret = -EFBIG;
+		goto out;
+	}
+	cap = max + 1;
+	buf = secure ? sodium_malloc(cap) : malloc(cap);
+	if (buf == NULL) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	for (;;) {
+		ssize_t n = read(fd, buf + used, cap - used);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			ret = -errno;
+			goto fail;
+		}
+		if (n == 0)
+			break;
+		used += (size_t)n;
+		if (used == cap) {
+			ret = -EFBIG;
+			goto fail;
+		}
+	}
+	buf[used] = '\0';
+	*data = buf;
+	*len = used;
+	ret = 0;
+	goto out;
+fail:
+	if (secure) {
+		sodium_free(buf);
+	} else {
+		free(buf);
+	}
+out:
+	close(fd);
+	return ret;
+}
+
+static int fsync_dir(int dirfd, const char *path)
+{
+	int fd = openat(dirfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int ret = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (fsync(fd) < 0 && errno != EINVAL)
+		ret = -errno;
+	close(fd);
+	return ret;
+}
+
+int rkfs_path_split(char **dir, char **base, const char *path)
+{
+	const char *slash = strrchr(path, '/');
+
+	*dir = NULL;
+	*base = NULL;
+	if (slash == NULL) {
+		*dir = strdup(".");
+		*base = strdup(path);
+	} else if (slash == path) {
+		*dir = strdup("/");
+		*base = strdup(slash + 1);
+	} else {
+		*dir = strndup(path, (size_t)(slash - path));
+		*base = strdup(slash + 1);
+	}
+	if (*dir == NULL || *base == NULL) {
+		free(*dir);
+		free(*base);
+		*dir = *base = NULL;
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+int rkfs_rename_durable(int dirfd, const char *from, int dirfd2,
+			const char *to, unsigned flags)
+{
+	char *dir, *base;
+	int ret;
+
+	if (renameat2(dirfd, from, dirfd2, to, flags) < 0)
+		return -errno;
+	ret = rkfs_path_split(&dir, &base, to);
+	if (ret < 0)
+		return ret;
+	ret = fsync_dir(dirfd2, dir);
+	free(dir);
+	free(base);
+	return ret;
+}
+
+int rkfs_write_atomic(int dirfd, const char *name, const void *data,
+		      size_t len, mode_t mode, struct rkfs_error *err)
+{
+	char tmp[PATH_MAX];
+	unsigned char rnd[6];
+	int fd, ret;
+
+	randombytes_buf(rnd, sizeof(rnd));
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp-%02x%02x%02x%02x%02x%02x", name,
+		     rnd[0], rnd[1], rnd[2], rnd[3], rnd[4],
+		     rnd[5]) >= (int)sizeof(tmp))
+		return rkfs_error_set(err, -ENAMETOOLONG, "%s: name too long",
+				      name);
+	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
+		    mode);
+	if (fd < 0)
+		return rkfs_error_set(err, -errno, "%s: cannot create: %s", tmp,
+				      strerror(errno));
+	if (fchmod(fd, mode) < 0) {
+		ret = rkfs_error_set(err, -errno, "%s: chmod: %s", tmp,
+				     strerror(errno));
+		goto fail;
+	}
+	ret = rkfs_pwrite_full(fd, data, len, 0);
+	if (ret < 0) {
+		rkfs_error_set(err, ret, "%s: write: %s", tmp, strerror(-ret));
+		goto fail;
+	}
+	if (fsync(fd) < 0) {
+		ret = rkfs_error_set(err, -errno, "%s: fsync: %s", tmp,
+				     strerror(errno));
+		goto fail;
+	}
+	if (close(fd) < 0) {
+		fd = -1;
+		ret = rkfs_error_set(err, -errno, "%s: close: %s", tmp,
+				     strerror(errno));
+		goto fail;
+	}
+	fd = -1;
+	ret = rkfs_rename_durable(dirfd, tmp, dirfd, name, 0);
+	if (ret < 0) {
+		rkfs_error_set(err, ret, "%s: rename: %s", name, strerror(-ret));
+		goto fail;
+	}
+	return 0;
+fail:
+	if (fd >= 0)
+		close(fd);
+	unlinkat(dirfd, tmp, 0);
+	return ret;
+}
