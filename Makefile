@@ -5,6 +5,8 @@
 #   make asan            the whole check under ASan+UBSan (separate build dir)
 #   make stress          longer randomized and crash runs
 #   make bench           side-by-side benchmark against a plain dir, gocryptfs and securefs
+#   make deps            install the Debian packages needed (as root; skipped if present)
+#   make demo            build, then mount a demo vault, rotate its key and rekey it
 #   make install PREFIX=/usr/local
 #   WERROR=1             turn warnings into errors (CI sets it)
 
@@ -14,8 +16,15 @@ PREFIX  ?= /usr/local
 CC      ?= cc
 CFLAGS  ?= -g -O2
 
-PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
-PKG_LIBS   := $(shell pkg-config --libs $(PKGS))
+# Asked of pkg-config on first use, not at parse time, so that
+# `make deps check` on a fresh machine sees the packages deps installed.
+PKG_CFLAGS = $(eval PKG_CFLAGS := $$(shell pkg-config --cflags $(PKGS)))$(PKG_CFLAGS)
+PKG_LIBS   = $(eval PKG_LIBS := $$(shell pkg-config --libs $(PKGS)))$(PKG_LIBS)
+
+# CI (CI=true) builds with warnings as errors.
+ifeq ($(CI),true)
+WERROR ?= 1
+endif
 
 WARN := -Wall -Wextra -Wmissing-declarations -Wstrict-prototypes \
         -Wwrite-strings -Wformat=2 -Wno-unused-parameter
@@ -27,7 +36,7 @@ ifneq ($(SANITIZE),)
 HARDEN := -fsanitize=$(SANITIZE) -fno-omit-frame-pointer
 endif
 
-ALL_CFLAGS := -std=gnu11 -D_GNU_SOURCE -DFUSE_USE_VERSION=35 -pthread \
+ALL_CFLAGS = -std=gnu11 -D_GNU_SOURCE -DFUSE_USE_VERSION=35 -pthread \
               -Iinclude $(PKG_CFLAGS) $(WARN) $(HARDEN) $(CFLAGS)
 ALL_LDFLAGS := -pthread -Wl,-z,relro,-z,now $(HARDEN) $(LDFLAGS)
 
@@ -52,7 +61,7 @@ BATS      ?= bats
 BATS_JOBS ?= 1
 
 .PHONY: all check check-unit check-bats asan stress bench install uninstall \
-        clean lint format fixtures
+        clean lint format fixtures deps demo
 .DELETE_ON_ERROR:
 
 all: $(DAEMON) $(TOOLS) $(UNITS) $(TPROGS)
@@ -95,6 +104,26 @@ stress: all
 
 bench: all
 	REKEYFS_BUILD=$(abspath $(BUILD)) bash tests/bench/bench.sh
+
+# Debian packages needed to build, run the tests and the demo.
+DEB_PKGS := gcc make pkg-config libfuse3-dev fuse3 libsodium-dev libinih-dev \
+            bats attr python3 util-linux
+
+deps:
+	@missing=$$(for p in $(DEB_PKGS); do \
+		dpkg -s $$p 2>/dev/null | grep -q '^Status: install ok installed' || echo $$p; \
+	done); \
+	if [ -z "$$missing" ]; then echo "deps: all packages present"; exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then \
+		echo "deps: missing Debian packages:" $$missing >&2; \
+		echo "deps: run 'make deps' as root, or: apt-get install" $$missing >&2; \
+		exit 1; \
+	fi; \
+	echo "deps: installing" $$missing; \
+	apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing
+
+demo: all
+	REKEYFS_BUILD=$(abspath $(BUILD)) bash tools/demo.sh
 
 install: $(DAEMON) $(TOOLS)
 	install -d $(DESTDIR)$(PREFIX)/bin

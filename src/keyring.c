@@ -6,6 +6,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,19 +19,359 @@
 #include <ini.h>
 #include <sodium.h>
 
+#include "rekeyfs/format.h"
 #include "rekeyfs/fsio.h"
 
 #define KEYRING_MAX_SIZE (1024 * 1024)
 #define KEY_TEXT_MAX 4096
 
+#define SALT_LEN crypto_pwhash_SALTBYTES
+#define PASS_CHECK_LEN 16
+#define MAC_LEN 32
+#define SEAL_CTX "rkfskeyr"
+#define SEAL_AD "rekeyfs keyring key"
+#define SEALED_BIN_LEN                                                        \
+	(crypto_aead_xchacha20poly1305_ietf_NPUBBYTES + RKFS_KEY_LEN +        \
+	 crypto_aead_xchacha20poly1305_ietf_ABYTES)
+#define KDF_OPS_MAX 64ULL
+#define KDF_MEM_MAX (4ULL << 30)
+
+struct rkfs_seal {
+	uint8_t salt[SALT_LEN];
+	unsigned long long ops;
+	size_t mem;
+	uint8_t pass_check[PASS_CHECK_LEN];
+	unsigned char *keys; /* sodium_malloc: K_enc || K_mac */
+};
+
 static rkfs_passphrase_fn passphrase_fn;
+static rkfs_passphrase_ex_fn passphrase_ex_fn;
 static void *passphrase_arg;
 static uint64_t next_serial = 1;
+static pthread_mutex_t seal_cache_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct rkfs_seal seal_cache; /* last derived keys, keys NULL if none */
 
 void rkfs_keyring_set_passphrase_source(rkfs_passphrase_fn fn, void *arg)
 {
+	passphrase_ex_fn = NULL;
 	passphrase_fn = fn;
 	passphrase_arg = arg;
+}
+
+void rkfs_keyring_set_passphrase_source_ex(rkfs_passphrase_ex_fn fn,
+					   void *arg)
+{
+	passphrase_fn = NULL;
+	passphrase_ex_fn = fn;
+	passphrase_arg = arg;
+}
+
+static void seal_free(struct rkfs_seal *s)
+{
+	if (s == NULL)
+		return;
+	if (s->keys)
+		sodium_free(s->keys);
+	free(s);
+}
+
+void rkfs_keyring_forget_passphrases(void)
+{
+	pthread_mutex_lock(&seal_cache_lock);
+	if (seal_cache.keys)
+		sodium_free(seal_cache.keys);
+	memset(&seal_cache, 0, sizeof(seal_cache));
+	pthread_mutex_unlock(&seal_cache_lock);
+}
+
+/* s->salt/ops/mem set: derive s->keys and s->pass_check from pass. */
+static int seal_derive(struct rkfs_seal *s, const char *pass, size_t len)
+{
+	unsigned char *master;
+	unsigned char check_key[32];
+	int ret = 0;
+
+	s->keys = sodium_malloc(2 * RKFS_KEY_LEN);
+	master = sodium_malloc(RKFS_KEY_LEN);
+	if (s->keys == NULL || master == NULL) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	if (crypto_pwhash(master, RKFS_KEY_LEN, pass, len, s->salt, s->ops,
+			  s->mem, crypto_pwhash_ALG_ARGON2ID13) != 0) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	crypto_kdf_derive_from_key(s->keys, RKFS_KEY_LEN, 1, SEAL_CTX, master);
+	crypto_kdf_derive_from_key(s->keys + RKFS_KEY_LEN, RKFS_KEY_LEN, 2,
+				   SEAL_CTX, master);
+	crypto_kdf_derive_from_key(check_key, sizeof(check_key), 3, SEAL_CTX,
+				   master);
+	crypto_generichash(s->pass_check, PASS_CHECK_LEN,
+			   (const unsigned char *)"rekeyfs keyring passphrase",
+			   26, check_key, sizeof(check_key));
+	sodium_memzero(check_key, sizeof(check_key));
+out:
+	if (master)
+		sodium_free(master);
+	if (ret < 0 && s->keys) {
+		sodium_free(s->keys);
+		s->keys = NULL;
+	}
+	return ret;
+}
+
+static int seal_params_check(unsigned long long ops, size_t mem)
+{
+	if (ops < crypto_pwhash_OPSLIMIT_MIN || ops > KDF_OPS_MAX)
+		return -EINVAL;
+	if (mem < crypto_pwhash_MEMLIMIT_MIN || mem > KDF_MEM_MAX)
+		return -EINVAL;
+	return 0;
+}
+
+int rkfs_keyring_seal(struct rkfs_keyring *kr, const char *pass, size_t len,
+		      unsigned long long ops, size_t mem,
+		      struct rkfs_error *err)
+{
+	struct rkfs_seal *s;
+	int ret;
+
+	if (ops == 0)
+		ops = RKFS_KDF_OPS_DEFAULT;
+	if (mem == 0)
+		mem = RKFS_KDF_MEM_DEFAULT;
+	if (seal_params_check(ops, mem) < 0)
+		return rkfs_error_set(err, -EINVAL,
+				      "kdf parameters out of range: ops must "
+				      "be 1..%llu, mem %u..%llu bytes",
+				      KDF_OPS_MAX,
+				      (unsigned)crypto_pwhash_MEMLIMIT_MIN,
+				      KDF_MEM_MAX);
+	if (len == 0)
+		return rkfs_error_set(err, -EINVAL, "the passphrase is empty");
+	s = calloc(1, sizeof(*s));
+	if (s == NULL)
+		return -ENOMEM;
+	randombytes_buf(s->salt, sizeof(s->salt));
+	s->ops = ops;
+	s->mem = mem;
+	ret = seal_derive(s, pass, len);
+	if (ret < 0) {
+		free(s);
+		return rkfs_error_set(err, ret,
+				      "cannot derive the passphrase key (%zu "
+				      "bytes of memory): %s",
+				      mem, strerror(-ret));
+	}
+	seal_free(kr->seal);
+	kr->seal = s;
+	kr->sealed = true;
+	return 0;
+}
+
+void rkfs_keyring_unseal(struct rkfs_keyring *kr)
+{
+	seal_free(kr->seal);
+	kr->seal = NULL;
+	kr->sealed = false;
+}
+
+static void mac_field(crypto_generichash_state *st, const void *p, size_t len)
+{
+	uint8_t be[4];
+
+	be[0] = (uint8_t)(len >> 24);
+	be[1] = (uint8_t)(len >> 16);
+	be[2] = (uint8_t)(len >> 8);
+	be[3] = (uint8_t)len;
+	crypto_generichash_update(st, be, sizeof(be));
+	if (len)
+		crypto_generichash_update(st, p, len);
+}
+
+static void mac_str(crypto_generichash_state *st, const char *s)
+{
+	mac_field(st, s ? s : "", s ? strlen(s) : 0);
+}
+
+static void mac_num(crypto_generichash_state *st, unsigned long long v)
+{
+	char buf[32];
+
+	snprintf(buf, sizeof(buf), "%llu", v);
+	mac_str(st, buf);
+}
+
+/* texts[i]: the sealed text of generation i when it is inline. */
+static void mac_compute(uint8_t out[MAC_LEN], const struct rkfs_keyring *kr,
+			const struct rkfs_seal *s, char *const *texts)
+{
+	crypto_generichash_state st;
+
+	crypto_generichash_init(&st, s->keys + RKFS_KEY_LEN, RKFS_KEY_LEN,
+				MAC_LEN);
+	mac_str(&st, "rekeyfs keyring v1 argon2id");
+	mac_field(&st, s->salt, sizeof(s->salt));
+	mac_num(&st, s->ops);
+	mac_num(&st, s->mem);
+	mac_field(&st, s->pass_check, sizeof(s->pass_check));
+	mac_num(&st, kr->primary_explicit ? kr->primary : 0);
+	mac_num(&st, kr->count);
+	for (size_t i = 0; i < kr->count; i++) {
+		const struct rkfs_generation *g = &kr->gens[i];
+
+		mac_num(&st, g->number);
+		mac_str(&st, rkfs_gen_state_name(g->state));
+		mac_str(&st, g->created ? g->created : "-");
+		mac_num(&st, g->source);
+		switch (g->source) {
+		case RKFS_KEY_INLINE:
+			mac_str(&st, texts[i]);
+			break;
+		case RKFS_KEY_FILE:
+			mac_str(&st, g->key_file);
+			break;
+		case RKFS_KEY_COMMAND:
+			mac_str(&st, g->key_command);
+			break;
+		case RKFS_KEY_NONE:
+			mac_str(&st, "");
+			break;
+		}
+		mac_num(&st, g->key_command_timeout);
+		mac_field(&st, g->check, g->has_check ? sizeof(g->check) : 0);
+	}
+	crypto_generichash_final(&st, out, MAC_LEN);
+	sodium_memzero(&st, sizeof(st));
+}
+
+static void seal_ad(uint8_t *ad, uint32_t number)
+{
+	memcpy(ad, SEAL_AD, sizeof(SEAL_AD) - 1);
+	rkfs_put_be32(ad + sizeof(SEAL_AD) - 1, number);
+}
+
+/* Seal one key into a malloc'd "sealed:<base64>" string (not secret). */
+static char *seal_key(const struct rkfs_seal *s, uint32_t number,
+		      const unsigned char *key)
+{
+	uint8_t bin[SEALED_BIN_LEN], ad[sizeof(SEAL_AD) - 1 + 4];
+	size_t b64len = sodium_base64_ENCODED_LEN(
+		SEALED_BIN_LEN, sodium_base64_VARIANT_ORIGINAL);
+	char *out = malloc(7 + b64len);
+
+	if (out == NULL)
+		return NULL;
+	seal_ad(ad, number);
+	randombytes_buf(bin, crypto_aead_xchacha20poly1305_ietf_NPUBBYTES);
+	crypto_aead_xchacha20poly1305_ietf_encrypt(
+		bin + crypto_aead_xchacha20poly1305_ietf_NPUBBYTES, NULL, key,
+		RKFS_KEY_LEN, ad, sizeof(ad), NULL, bin, s->keys);
+	memcpy(out, "sealed:", 7);
+	sodium_bin2base64(out + 7, b64len, bin, sizeof(bin),
+			  sodium_base64_VARIANT_ORIGINAL);
+	return out;
+}
+
+static int unseal_key(unsigned char *key, const struct rkfs_seal *s,
+		      uint32_t number, const char *text)
+{
+	uint8_t bin[SEALED_BIN_LEN], ad[sizeof(SEAL_AD) - 1 + 4];
+	size_t binlen = 0;
+
+	if (sodium_base642bin(bin, sizeof(bin), text, strlen(text), NULL,
+			      &binlen, NULL,
+			      sodium_base64_VARIANT_ORIGINAL) != 0 ||
+	    binlen != sizeof(bin))
+		return -EINVAL;
+	seal_ad(ad, number);
+	if (crypto_aead_xchacha20poly1305_ietf_decrypt(
+		    key, NULL, NULL,
+		    bin + crypto_aead_xchacha20poly1305_ietf_NPUBBYTES,
+		    sizeof(bin) - crypto_aead_xchacha20poly1305_ietf_NPUBBYTES,
+		    ad, sizeof(ad), bin, s->keys) != 0)
+		return -EBADMSG;
+	return 0;
+}
+
+/*
+ * Derive (or take from the cache) the keys for s, asking the passphrase
+ * source.  s->salt/ops/mem come from the file; s->pass_check holds the
+ * recorded value on entry and is verified.
+ */
+static int seal_unlock(struct rkfs_seal *s, const char *name,
+		       struct rkfs_error *err)
+{
+	uint8_t want[PASS_CHECK_LEN];
+	struct rkfs_seal t = { 0 };
+	char *pass;
+	int ret;
+
+	memcpy(want, s->pass_check, sizeof(want));
+	pthread_mutex_lock(&seal_cache_lock);
+	if (seal_cache.keys && seal_cache.ops == s->ops &&
+	    seal_cache.mem == s->mem &&
+	    sodium_memcmp(seal_cache.salt, s->salt, SALT_LEN) == 0 &&
+	    sodium_memcmp(seal_cache.pass_check, want, PASS_CHECK_LEN) == 0) {
+		s->keys = sodium_malloc(2 * RKFS_KEY_LEN);
+		if (s->keys)
+			memcpy(s->keys, seal_cache.keys, 2 * RKFS_KEY_LEN);
+		pthread_mutex_unlock(&seal_cache_lock);
+		return s->keys ? 0 : -ENOMEM;
+	}
+	pthread_mutex_unlock(&seal_cache_lock);
+	if (passphrase_fn == NULL && passphrase_ex_fn == NULL)
+		return rkfs_error_set(err, -ENOKEY,
+				      "%s: keyring is sealed with a passphrase "
+				      "and no passphrase source was given",
+				      name);
+	pass = sodium_malloc(RKFS_PASSPHRASE_MAX);
+	if (pass == NULL)
+		return -ENOMEM;
+	pass[0] = '\0';
+	if (passphrase_ex_fn)
+		ret = passphrase_ex_fn(pass, RKFS_PASSPHRASE_MAX, name, err,
+				       passphrase_arg);
+	else
+		ret = passphrase_fn(pass, RKFS_PASSPHRASE_MAX, passphrase_arg);
+	if (ret < 0) {
+		rkfs_error_set(err, ret, "%s: cannot read the passphrase: %s",
+			       name, strerror(-ret));
+		goto out;
+	}
+	pass[RKFS_PASSPHRASE_MAX - 1] = '\0';
+	ret = seal_derive(s, pass, strlen(pass));
+	if (ret < 0) {
+		rkfs_error_set(err, ret,
+			       "%s: cannot derive the passphrase key (%zu "
+			       "bytes of memory): %s",
+			       name, s->mem, strerror(-ret));
+		goto out;
+	}
+	if (sodium_memcmp(s->pass_check, want, PASS_CHECK_LEN) != 0) {
+		sodium_free(s->keys);
+		s->keys = NULL;
+		ret = rkfs_error_set(err, -EACCES,
+				     "%s: wrong passphrase for this sealed "
+				     "keyring (or its kdf_ or pass_check "
+				     "lines were edited)",
+				     name);
+		goto out;
+	}
+	t = *s;
+	t.keys = sodium_malloc(2 * RKFS_KEY_LEN);
+	if (t.keys) {
+		memcpy(t.keys, s->keys, 2 * RKFS_KEY_LEN);
+		pthread_mutex_lock(&seal_cache_lock);
+		if (seal_cache.keys)
+			sodium_free(seal_cache.keys);
+		seal_cache = t;
+		pthread_mutex_unlock(&seal_cache_lock);
+	}
+out:
+	sodium_free(pass);
+	return ret;
 }
 
 const char *rkfs_gen_state_name(enum rkfs_gen_state s)
@@ -59,6 +400,7 @@ static void gen_clear(struct rkfs_generation *g)
 	free(g->created);
 	free(g->key_file);
 	free(g->key_command);
+	free(g->sealed_text);
 	if (g->key)
 		sodium_free(g->key);
 	memset(g, 0, sizeof(*g));
@@ -72,6 +414,7 @@ void rkfs_keyring_free(struct rkfs_keyring *kr)
 		gen_clear(&kr->gens[i]);
 	free(kr->gens);
 	free(kr->path);
+	seal_free(kr->seal);
 	free(kr);
 }
 
@@ -199,7 +542,10 @@ static int load_key_file(unsigned char *key, const struct rkfs_generation *g,
 				     "%s:%u: generation %" PRIu32
 				     ": key_file %s: %s",
 				     name, g->line, g->number, path,
-				     strerror(errno));
+				     errno == ELOOP ?
+					     "is a symbolic link; name the "
+					     "key file itself" :
+					     strerror(errno));
 		goto out;
 	}
 	if (fstat(fd, &st) < 0) {
@@ -246,89 +592,160 @@ out:
 	return ret;
 }
 
-static int run_key_command(unsigned char *key, const struct rkfs_generation *g,
-			   const char *name, struct rkfs_error *err)
+static long ms_since(const struct timespec *start)
 {
-	int pipefd[2], status = 0, ret;
-	char *out;
-	size_t used = 0;
-	pid_t pid;
-	struct timespec start, now;
-	bool timed_out = false;
+	struct timespec now;
 
-	out = sodium_malloc(KEY_TEXT_MAX + 1);
-	if (out == NULL)
-		return -ENOMEM;
-	if (pipe2(pipefd, O_CLOEXEC) < 0) {
-		ret = -errno;
-		sodium_free(out);
-		return ret;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (now.tv_sec - start->tv_sec) * 1000 +
+	       (now.tv_nsec - start->tv_nsec) / 1000000;
+}
+
+/*
+ * Wait for pid until deadline_ms after start; kill its process group when
+ * the deadline passes.  Returns true if it had to be killed.
+ */
+static bool reap_or_kill(pid_t pid, int *status, const struct timespec *start,
+			 long deadline_ms)
+{
+	for (;;) {
+		pid_t r = waitpid(pid, status, WNOHANG);
+
+		if (r == pid || (r < 0 && errno != EINTR))
+			return false;
+		if (ms_since(start) >= deadline_ms)
+			break;
+		usleep(5000);
 	}
+	kill(-pid, SIGKILL);
+	kill(pid, SIGKILL);
+	while (waitpid(pid, status, 0) < 0 && errno == EINTR)
+		;
+	return true;
+}
+
+int rkfs_run_secret_command(char *out, size_t size, size_t *used,
+			    const char *cmd, long limit_ms, int *status)
+{
+	int pipefd[2], ret = 0;
+	pid_t pid;
+	struct timespec start;
+	bool timed_out = false, too_long = false;
+	char *argv[] = { (char *)"sh", (char *)"-c", (char *)cmd, NULL };
+	sigset_t none;
+
+	*used = 0;
+	*status = 0;
+	if (pipe2(pipefd, O_CLOEXEC) < 0)
+		return -errno;
+	sigemptyset(&none);
 	pid = fork();
 	if (pid < 0) {
 		ret = -errno;
 		close(pipefd[0]);
 		close(pipefd[1]);
-		sodium_free(out);
 		return ret;
 	}
 	if (pid == 0) {
 		int devnull = open("/dev/null", O_RDONLY);
 
-		/* The child gets stdin from /dev/null, stdout to the pipe,
-		 * stderr shared, and nothing else; exec replaces the copy of
-		 * our memory (and its keys) at once. */
+		/*
+		 * stdin from /dev/null, stdout to the pipe, stderr shared and
+		 * nothing else; exec replaces the copy of our memory (and its
+		 * keys) at once.  Only async-signal-safe calls until then:
+		 * the daemon forks from a threaded process.
+		 */
 		if (devnull < 0 || dup2(devnull, 0) < 0 ||
 		    dup2(pipefd[1], 1) < 0)
 			_exit(127);
 		closefrom(3);
 		setpgid(0, 0);
-		execl("/bin/sh", "sh", "-c", g->key_command, (char *)NULL);
+		signal(SIGPIPE, SIG_DFL);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		execve("/bin/sh", argv, environ);
 		_exit(127);
 	}
+	/* Also here, so that a kill of the group cannot miss the child. */
+	setpgid(pid, pid);
 	close(pipefd[1]);
 	clock_gettime(CLOCK_MONOTONIC, &start);
 	for (;;) {
 		struct pollfd pfd = { .fd = pipefd[0], .events = POLLIN };
-		long elapsed;
+		long elapsed = ms_since(&start);
+		ssize_t r;
 		int n;
 
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		elapsed = (now.tv_sec - start.tv_sec) * 1000 +
-			  (now.tv_nsec - start.tv_nsec) / 1000000;
-		if (elapsed >= RKFS_KEY_COMMAND_TIMEOUT_MS) {
+		if (elapsed >= limit_ms) {
 			timed_out = true;
 			break;
 		}
-		n = poll(&pfd, 1, (int)(RKFS_KEY_COMMAND_TIMEOUT_MS - elapsed));
+		n = poll(&pfd, 1, (int)(limit_ms - elapsed));
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0) {
 			timed_out = n == 0;
 			break;
 		}
-		ssize_t r = read(pipefd[0], out + used, KEY_TEXT_MAX - used);
+		r = read(pipefd[0], out + *used, size - 1 - *used);
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r <= 0)
 			break;
-		used += (size_t)r;
-		if (used == KEY_TEXT_MAX)
+		*used += (size_t)r;
+		if (*used == size - 1) {
+			too_long = true;
 			break;
+		}
 	}
 	close(pipefd[0]);
+	out[*used] = '\0';
 	if (timed_out) {
 		kill(-pid, SIGKILL);
 		kill(pid, SIGKILL);
+		while (waitpid(pid, status, 0) < 0 && errno == EINTR)
+			;
+	} else {
+		/* Output is complete; the command still has to exit in time. */
+		timed_out = reap_or_kill(pid, status, &start, limit_ms);
 	}
-	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-		;
-	if (timed_out) {
-		ret = rkfs_error_set(err, -ETIME,
+	if (timed_out)
+		return -ETIME;
+	if (too_long)
+		return -EFBIG;
+	return 0;
+}
+
+static int run_key_command(unsigned char *key, const struct rkfs_generation *g,
+			   const char *name, struct rkfs_error *err)
+{
+	int status = 0, ret;
+	char *out;
+	size_t used = 0;
+	long limit = g->key_command_timeout ?
+			     (long)g->key_command_timeout * 1000 :
+			     RKFS_KEY_COMMAND_TIMEOUT_MS;
+
+	out = sodium_malloc(KEY_TEXT_MAX + 1);
+	if (out == NULL)
+		return -ENOMEM;
+	ret = rkfs_run_secret_command(out, KEY_TEXT_MAX + 1, &used,
+				      g->key_command, limit, &status);
+	if (ret == -ETIME) {
+		rkfs_error_set(err, -ETIME,
+			       "%s:%u: generation %" PRIu32
+			       ": key_command timed out after %ld s "
+			       "(key_command_timeout)",
+			       name, g->line, g->number, limit / 1000);
+	} else if (ret == -EFBIG) {
+		ret = rkfs_error_set(err, -EINVAL,
 				     "%s:%u: generation %" PRIu32
-				     ": key_command timed out after %d s",
-				     name, g->line, g->number,
-				     RKFS_KEY_COMMAND_TIMEOUT_MS / 1000);
+				     ": key_command printed more than %d bytes",
+				     name, g->line, g->number, KEY_TEXT_MAX);
+	} else if (ret < 0) {
+		rkfs_error_set(err, ret,
+			       "%s:%u: generation %" PRIu32
+			       ": cannot run key_command: %s",
+			       name, g->line, g->number, strerror(-ret));
 	} else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
 		ret = rkfs_error_set(
 			err, -EINVAL,
@@ -337,7 +754,6 @@ static int run_key_command(unsigned char *key, const struct rkfs_generation *g,
 			WIFEXITED(status) ? "exit status" : "signal",
 			WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
 	} else {
-		out[used] = '\0';
 		ret = rkfs_key_decode(key, out, used);
 		if (ret < 0)
 			rkfs_error_set(err, -EINVAL,
@@ -386,6 +802,8 @@ struct parse_state {
 	size_t len, pos;
 	unsigned line;
 	unsigned long_line; /* first line longer than inih accepts */
+	unsigned section_line; /* line of the last [section] header */
+	bool new_section;      /* a header was read since the last key */
 	/* handler */
 	char section[128];
 	struct rkfs_generation *cur; /* current generation section */
@@ -394,6 +812,12 @@ struct parse_state {
 	bool failed;
 	/* seen keys of the current section, to refuse duplicates */
 	unsigned seen_mask;
+	/* [keyring] sealing fields */
+	unsigned keyring_line;
+	unsigned flags;
+	unsigned seal_seen; /* SEEN_* bits of the sealing fields */
+	struct rkfs_seal seal;
+	uint8_t mac[MAC_LEN];
 };
 
 static char *reader(char *str, int num, void *stream)
@@ -419,6 +843,15 @@ static char *reader(char *str, int num, void *stream)
 		str[n] = '\0';
 	else
 		str[num - 1] = '\0';
+	/* inih reports a section with its first key: remember the header. */
+	for (size_t i = 0; i < n; i++) {
+		if (str[i] == '[') {
+			ps->section_line = ps->line;
+			ps->new_section = true;
+		}
+		if (!isspace((unsigned char)str[i]))
+			break;
+	}
 	return str;
 }
 
@@ -430,6 +863,8 @@ static char *reader(char *str, int num, void *stream)
 		}                                                             \
 		return 0;                                                     \
 	} while (0)
+
+#define SECTION_LINE(ps) ((ps)->section_line ? (ps)->section_line : (ps)->line)
 
 static int parse_u32(uint32_t *out, const char *s)
 {
@@ -467,15 +902,15 @@ static int start_generation(struct parse_state *ps, const char *section)
 		FAIL(ps, -EINVAL,
 		     "%s:%u: [%s]: generation numbers are whole numbers from 1 "
 		     "to 4294967295",
-		     ps->name, ps->line, section);
+		     ps->name, SECTION_LINE(ps), section);
 	if (rkfs_keyring_find(kr, number))
 		FAIL(ps, -EINVAL, "%s:%u: [generation %" PRIu32 "] is listed twice",
-		     ps->name, ps->line, number);
+		     ps->name, SECTION_LINE(ps), number);
 	if (kr->count && kr->gens[kr->count - 1].number > number)
 		FAIL(ps, -EINVAL,
 		     "%s:%u: [generation %" PRIu32 "] comes after [generation %" PRIu32
 		     "]: list generations in increasing order",
-		     ps->name, ps->line, number, kr->gens[kr->count - 1].number);
+		     ps->name, SECTION_LINE(ps), number, kr->gens[kr->count - 1].number);
 	grown = realloc(kr->gens, (kr->count + 1) * sizeof(*kr->gens));
 	if (grown == NULL)
 		FAIL(ps, -ENOMEM, "%s: out of memory", ps->name);
@@ -484,7 +919,7 @@ static int start_generation(struct parse_state *ps, const char *section)
 	memset(g, 0, sizeof(*g));
 	g->number = number;
 	g->state = RKFS_GEN_ENABLED;
-	g->line = ps->line;
+	g->line = ps->section_line ? ps->section_line : ps->line;
 	ps->cur = g;
 	return 1;
 }
@@ -495,7 +930,102 @@ enum {
 	SEEN_SOURCE = 4,
 	SEEN_CHECK = 8,
 	SEEN_PRIMARY = 16,
+	SEEN_SEALED = 32,
+	SEEN_SALT = 64,
+	SEEN_OPS = 128,
+	SEEN_MEM = 256,
+	SEEN_PASS_CHECK = 512,
+	SEEN_MAC = 1024,
+	SEEN_TIMEOUT = 2048,
+	SEEN_ALL_SEAL = SEEN_SEALED | SEEN_SALT | SEEN_OPS | SEEN_MEM |
+			SEEN_PASS_CHECK | SEEN_MAC,
 };
+
+static int parse_ull(unsigned long long *out, const char *s)
+{
+	char *end;
+
+	if (!isdigit((unsigned char)*s))
+		return -EINVAL;
+	errno = 0;
+	*out = strtoull(s, &end, 10);
+	if (errno || *end)
+		return -EINVAL;
+	return 0;
+}
+
+static int keyring_seal_field(struct parse_state *ps, const char *name,
+			      const char *value)
+{
+	static const struct {
+		const char *name;
+		unsigned bit;
+	} fields[] = {
+		{ "sealed", SEEN_SEALED },   { "kdf_salt", SEEN_SALT },
+		{ "kdf_ops", SEEN_OPS },     { "kdf_mem", SEEN_MEM },
+		{ "pass_check", SEEN_PASS_CHECK }, { "mac", SEEN_MAC },
+	};
+	unsigned bit = 0;
+	unsigned long long v;
+
+	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+		if (strcmp(name, fields[i].name) == 0)
+			bit = fields[i].bit;
+	if (bit == 0)
+		FAIL(ps, -EINVAL,
+		     "%s:%u: unknown key '%s' in [keyring] (expected primary, "
+		     "sealed, kdf_salt, kdf_ops, kdf_mem, pass_check or mac)",
+		     ps->name, ps->line, name);
+	if (ps->seal_seen & bit)
+		FAIL(ps, -EINVAL, "%s:%u: %s is set twice", ps->name, ps->line,
+		     name);
+	ps->seal_seen |= bit;
+	switch (bit) {
+	case SEEN_SEALED:
+		if (strcmp(value, "argon2id") != 0)
+			FAIL(ps, -EINVAL,
+			     "%s:%u: sealed must be argon2id, not '%s'",
+			     ps->name, ps->line, value);
+		break;
+	case SEEN_SALT:
+		if (parse_hex(ps->seal.salt, SALT_LEN, value) < 0)
+			FAIL(ps, -EINVAL,
+			     "%s:%u: kdf_salt must be %d hex digits", ps->name,
+			     ps->line, SALT_LEN * 2);
+		break;
+	case SEEN_OPS:
+		if (parse_ull(&v, value) < 0 ||
+		    v < crypto_pwhash_OPSLIMIT_MIN || v > KDF_OPS_MAX)
+			FAIL(ps, -EINVAL,
+			     "%s:%u: kdf_ops must be a number from %u to %llu",
+			     ps->name, ps->line,
+			     (unsigned)crypto_pwhash_OPSLIMIT_MIN, KDF_OPS_MAX);
+		ps->seal.ops = v;
+		break;
+	case SEEN_MEM:
+		if (parse_ull(&v, value) < 0 ||
+		    v < crypto_pwhash_MEMLIMIT_MIN || v > KDF_MEM_MAX)
+			FAIL(ps, -EINVAL,
+			     "%s:%u: kdf_mem must be a byte count from %u to "
+			     "%llu",
+			     ps->name, ps->line,
+			     (unsigned)crypto_pwhash_MEMLIMIT_MIN, KDF_MEM_MAX);
+		ps->seal.mem = (size_t)v;
+		break;
+	case SEEN_PASS_CHECK:
+		if (parse_hex(ps->seal.pass_check, PASS_CHECK_LEN, value) < 0)
+			FAIL(ps, -EINVAL,
+			     "%s:%u: pass_check must be %d hex digits",
+			     ps->name, ps->line, PASS_CHECK_LEN * 2);
+		break;
+	case SEEN_MAC:
+		if (parse_hex(ps->mac, MAC_LEN, value) < 0)
+			FAIL(ps, -EINVAL, "%s:%u: mac must be %d hex digits",
+			     ps->name, ps->line, MAC_LEN * 2);
+		break;
+	}
+	return 1;
+}
 
 static int set_source(struct parse_state *ps, struct rkfs_generation *g,
 		      const char *name, const char *value)
@@ -509,7 +1039,12 @@ static int set_source(struct parse_state *ps, struct rkfs_generation *g,
 	if (*value == '\0')
 		FAIL(ps, -EINVAL, "%s:%u: generation %" PRIu32 ": %s is empty",
 		     ps->name, ps->line, g->number, name);
-	if (strcmp(name, "key") == 0) {
+	if (strcmp(name, "key") == 0 && strncmp(value, "sealed:", 7) == 0) {
+		g->source = RKFS_KEY_INLINE;
+		g->sealed_text = strdup(value + 7);
+		if (g->sealed_text == NULL)
+			FAIL(ps, -ENOMEM, "%s: out of memory", ps->name);
+	} else if (strcmp(name, "key") == 0) {
 		g->source = RKFS_KEY_INLINE;
 		if (strncmp(value, "base64:", 7) != 0)
 			FAIL(ps, -EINVAL,
@@ -546,19 +1081,27 @@ static int handler(void *user, const char *section, const char *name,
 
 	if (ps->failed)
 		return 0;
-	if (strcmp(section, ps->section) != 0) {
+	if (ps->new_section || strcmp(section, ps->section) != 0) {
+		ps->new_section = false;
 		/* inih calls us per key; a new section name means a new header.
 		 * Empty sections are caught again after parsing. */
 		snprintf(ps->section, sizeof(ps->section), "%s", section);
 		ps->cur = NULL;
 		ps->in_keyring = false;
 		ps->seen_mask = 0;
-		if (strcmp(section, "keyring") == 0) {
+		if (strcmp(section, "keyring") == 0 &&
+		    (ps->flags & RKFS_KR_SNIPPET)) {
+			FAIL(ps, -EINVAL,
+			     "%s:%u: a generation snippet holds only "
+			     "[generation N] sections, not [keyring]",
+			     ps->name, SECTION_LINE(ps));
+		} else if (strcmp(section, "keyring") == 0) {
 			if (ps->seen_keyring)
 				FAIL(ps, -EINVAL, "%s:%u: [keyring] is listed twice",
-				     ps->name, ps->line);
+				     ps->name, SECTION_LINE(ps));
 			ps->seen_keyring = true;
 			ps->in_keyring = true;
+			ps->keyring_line = SECTION_LINE(ps);
 		} else if (strncmp(section, "generation ", 11) == 0) {
 			if (!start_generation(ps, section))
 				return 0;
@@ -570,7 +1113,7 @@ static int handler(void *user, const char *section, const char *name,
 			FAIL(ps, -EINVAL,
 			     "%s:%u: unknown section [%s] (expected [keyring] or "
 			     "[generation N])",
-			     ps->name, ps->line, section);
+			     ps->name, SECTION_LINE(ps), section);
 		}
 	}
 	if (ps->in_keyring) {
@@ -584,10 +1127,10 @@ static int handler(void *user, const char *section, const char *name,
 				     "%s:%u: primary must be a generation number",
 				     ps->name, ps->line);
 			ps->kr->primary_explicit = true;
+			ps->kr->primary_line = ps->line;
 			return 1;
 		}
-		FAIL(ps, -EINVAL, "%s:%u: unknown key '%s' in [keyring]",
-		     ps->name, ps->line, name);
+		return keyring_seal_field(ps, name, value);
 	}
 	g = ps->cur;
 	if (g == NULL)
@@ -624,6 +1167,22 @@ static int handler(void *user, const char *section, const char *name,
 	if (strcmp(name, "key") == 0 || strcmp(name, "key_file") == 0 ||
 	    strcmp(name, "key_command") == 0)
 		return set_source(ps, g, name, value);
+	if (strcmp(name, "key_command_timeout") == 0) {
+		uint32_t t;
+
+		if (ps->seen_mask & SEEN_TIMEOUT)
+			FAIL(ps, -EINVAL,
+			     "%s:%u: key_command_timeout is set twice",
+			     ps->name, ps->line);
+		ps->seen_mask |= SEEN_TIMEOUT;
+		if (parse_u32(&t, value) < 0 || t > 3600)
+			FAIL(ps, -EINVAL,
+			     "%s:%u: generation %" PRIu32
+			     ": key_command_timeout must be 1 to 3600 seconds",
+			     ps->name, ps->line, g->number);
+		g->key_command_timeout = t;
+		return 1;
+	}
 	if (strcmp(name, "check") == 0) {
 		if (ps->seen_mask & SEEN_CHECK)
 			FAIL(ps, -EINVAL, "%s:%u: check is set twice", ps->name,
@@ -639,24 +1198,33 @@ static int handler(void *user, const char *section, const char *name,
 	}
 	FAIL(ps, -EINVAL,
 	     "%s:%u: generation %" PRIu32 ": unknown key '%s' (expected state, "
-	     "created, key, key_file, key_command or check)",
+	     "created, key, key_file, key_command, key_command_timeout or "
+	     "check)",
 	     ps->name, ps->line, g->number, name);
 }
 
-int rkfs_keyring_resolve_primary(struct rkfs_keyring *kr,
-				 struct rkfs_error *err)
+static int resolve_primary(struct rkfs_keyring *kr, const char *name,
+			   struct rkfs_error *err)
 {
-	const char *name = kr->path ? kr->path : "keyring";
-
 	if (kr->primary_explicit) {
 		struct rkfs_generation *g = rkfs_keyring_find(kr, kr->primary);
 
 		if (g == NULL)
+		{
+			if (kr->primary_line)
+				return rkfs_error_set(
+					err, -EINVAL,
+					"%s:%u: primary = %" PRIu32
+					", but there is no [generation %" PRIu32
+					"]",
+					name, kr->primary_line, kr->primary,
+					kr->primary);
 			return rkfs_error_set(err, -EINVAL,
 					      "%s: primary = %" PRIu32
 					      ", but there is no [generation %" PRIu32
 					      "]",
 					      name, kr->primary, kr->primary);
+		}
 		if (g->state != RKFS_GEN_ENABLED)
 			return rkfs_error_set(err, -EINVAL,
 					      "%s:%u: primary generation %" PRIu32
@@ -673,6 +1241,12 @@ int rkfs_keyring_resolve_primary(struct rkfs_keyring *kr,
 		}
 	return rkfs_error_set(err, -EINVAL,
 			      "%s: no enabled generation to encrypt with", name);
+}
+
+int rkfs_keyring_resolve_primary(struct rkfs_keyring *kr,
+				 struct rkfs_error *err)
+{
+	return resolve_primary(kr, kr->path ? kr->path : "keyring", err);
 }
 
 static int validate(struct rkfs_keyring *kr, const char *name,
@@ -720,13 +1294,121 @@ static int validate(struct rkfs_keyring *kr, const char *name,
 					name, g->line, g->number);
 		}
 	}
+	if (flags & RKFS_KR_SNIPPET)
+		return 0;
 	if (kr->count == 0) {
 		if (flags & RKFS_KR_ALLOW_EMPTY)
 			return 0;
 		return rkfs_error_set(err, -EINVAL,
 				      "%s: no [generation N] sections", name);
 	}
-	return rkfs_keyring_resolve_primary(kr, err);
+	return resolve_primary(kr, name, err);
+}
+
+/*
+ * After parsing: a sealed keyring is unlocked, its mac verified and its
+ * inline keys unsealed; an unsealed one must not hold sealed keys.
+ */
+static int open_sealed(struct parse_state *ps, struct rkfs_error *err)
+{
+	struct rkfs_keyring *kr = ps->kr;
+	struct rkfs_seal *s;
+	char **texts = NULL;
+	uint8_t mac[MAC_LEN];
+	int ret;
+
+	if (ps->seal_seen == 0) {
+		for (size_t i = 0; i < kr->count; i++)
+			if (kr->gens[i].sealed_text)
+				return rkfs_error_set(
+					err, -EINVAL,
+					"%s:%u: generation %" PRIu32
+					" has a sealed key but [keyring] has "
+					"no sealed = argon2id",
+					ps->name, kr->gens[i].line,
+					kr->gens[i].number);
+		return 0;
+	}
+	if (ps->seal_seen != SEEN_ALL_SEAL)
+		return rkfs_error_set(err, -EINVAL,
+				      "%s:%u: a sealed keyring needs sealed, "
+				      "kdf_salt, kdf_ops, kdf_mem, pass_check "
+				      "and mac in [keyring]",
+				      ps->name, ps->keyring_line);
+	for (size_t i = 0; i < kr->count; i++) {
+		const struct rkfs_generation *g = &kr->gens[i];
+
+		if (g->source == RKFS_KEY_INLINE && g->sealed_text == NULL)
+			return rkfs_error_set(
+				err, -EINVAL,
+				"%s:%u: generation %" PRIu32
+				" has a plain key in a sealed keyring; the "
+				"keyring was modified outside rekeyfs-key",
+				ps->name, g->line, g->number);
+	}
+	s = calloc(1, sizeof(*s));
+	texts = calloc(kr->count + 1, sizeof(*texts));
+	if (s == NULL || texts == NULL) {
+		free(s);
+		free(texts);
+		return -ENOMEM;
+	}
+	*s = ps->seal;
+	s->keys = NULL;
+	ret = seal_unlock(s, ps->name, err);
+	if (ret < 0)
+		goto fail;
+	for (size_t i = 0; i < kr->count; i++)
+		if (kr->gens[i].source == RKFS_KEY_INLINE) {
+			texts[i] = malloc(strlen(kr->gens[i].sealed_text) + 8);
+			if (texts[i] == NULL) {
+				ret = -ENOMEM;
+				goto fail;
+			}
+			memcpy(texts[i], "sealed:", 7);
+			strcpy(texts[i] + 7, kr->gens[i].sealed_text);
+		}
+	mac_compute(mac, kr, s, texts);
+	if (sodium_memcmp(mac, ps->mac, MAC_LEN) != 0) {
+		ret = rkfs_error_set(err, -EBADMSG,
+				     "%s: the keyring was modified outside "
+				     "rekeyfs-key (its mac does not match) or "
+				     "the passphrase is wrong",
+				     ps->name);
+		goto fail;
+	}
+	for (size_t i = 0; i < kr->count; i++) {
+		struct rkfs_generation *g = &kr->gens[i];
+
+		if (g->source != RKFS_KEY_INLINE)
+			continue;
+		g->key = sodium_malloc(RKFS_KEY_LEN);
+		if (g->key == NULL) {
+			ret = -ENOMEM;
+			goto fail;
+		}
+		if (unseal_key(g->key, s, g->number, g->sealed_text) < 0) {
+			ret = rkfs_error_set(err, -EBADMSG,
+					     "%s:%u: generation %" PRIu32
+					     ": sealed key does not open; the "
+					     "keyring was modified outside "
+					     "rekeyfs-key",
+					     ps->name, g->line, g->number);
+			goto fail;
+		}
+		free(g->sealed_text);
+		g->sealed_text = NULL;
+	}
+	kr->sealed = true;
+	kr->seal = s;
+	s = NULL;
+	ret = 0;
+fail:
+	for (size_t i = 0; i < kr->count; i++)
+		free(texts[i]);
+	free(texts);
+	seal_free(s);
+	return ret;
 }
 
 int rkfs_keyring_parse(struct rkfs_keyring **out, const char *text,
@@ -742,6 +1424,7 @@ int rkfs_keyring_parse(struct rkfs_keyring **out, const char *text,
 	if (kr == NULL)
 		return -ENOMEM;
 	ps.kr = kr;
+	ps.flags = flags;
 	ps.name = name;
 	ps.err = err;
 	ps.text = text;
@@ -772,12 +1455,16 @@ int rkfs_keyring_parse(struct rkfs_keyring **out, const char *text,
 				     name, line);
 		goto fail;
 	}
+	ret = open_sealed(&ps, err);
+	if (ret < 0)
+		goto fail;
 	ret = validate(kr, name, base_dir, flags, err);
 	if (ret < 0)
 		goto fail;
 	*out = kr;
 	return 0;
 fail:
+	sodium_memzero(&ps.seal, sizeof(ps.seal));
 	rkfs_keyring_free(kr);
 	return ret;
 }
@@ -892,14 +1579,36 @@ int rkfs_keyring_format(char **text, size_t *len,
 			const struct rkfs_keyring *kr)
 {
 	struct sbuf sb = { 0 };
-	char keytext[80];
+	char keytext[80], **texts = NULL;
+	const struct rkfs_seal *s = kr->seal;
+	int ret = -ENOMEM;
 
 	*text = NULL;
 	*len = 0;
+	if (kr->sealed && (s == NULL || s->keys == NULL))
+		return -ENOKEY;
+	for (size_t i = 0; i < kr->count; i++)
+		if (kr->gens[i].source == RKFS_KEY_INLINE &&
+		    kr->gens[i].key == NULL)
+			return -ENOKEY;
+	if (kr->sealed) {
+		texts = calloc(kr->count + 1, sizeof(*texts));
+		if (texts == NULL)
+			return -ENOMEM;
+		for (size_t i = 0; i < kr->count; i++) {
+			const struct rkfs_generation *g = &kr->gens[i];
+
+			if (g->source != RKFS_KEY_INLINE)
+				continue;
+			texts[i] = seal_key(s, g->number, g->key);
+			if (texts[i] == NULL)
+				goto out;
+		}
+	}
 	sb.cap = 1024;
 	sb.buf = sodium_malloc(sb.cap);
 	if (sb.buf == NULL)
-		return -ENOMEM;
+		goto out;
 	sb_printf(&sb,
 		  "# rekeyfs keyring: secret, keep at mode 0600.\n"
 		  "# Managed by rekeyfs-key; edits by hand are fine but "
@@ -907,6 +1616,24 @@ int rkfs_keyring_format(char **text, size_t *len,
 		  "[keyring]\n");
 	if (kr->primary_explicit)
 		sb_printf(&sb, "primary = %" PRIu32 "\n", kr->primary);
+	if (kr->sealed) {
+		char salt[SALT_LEN * 2 + 1], pc[PASS_CHECK_LEN * 2 + 1];
+		char machex[MAC_LEN * 2 + 1];
+		uint8_t mac[MAC_LEN];
+
+		mac_compute(mac, kr, s, texts);
+		sodium_bin2hex(salt, sizeof(salt), s->salt, SALT_LEN);
+		sodium_bin2hex(pc, sizeof(pc), s->pass_check, PASS_CHECK_LEN);
+		sodium_bin2hex(machex, sizeof(machex), mac, MAC_LEN);
+		sb_printf(&sb,
+			  "# Sealed: inline keys are encrypted under a key "
+			  "derived from a passphrase,\n"
+			  "# and the mac below authenticates everything; "
+			  "edit only with rekeyfs-key.\n"
+			  "sealed = argon2id\nkdf_salt = %s\nkdf_ops = %llu\n"
+			  "kdf_mem = %zu\npass_check = %s\nmac = %s\n",
+			  salt, s->ops, s->mem, pc, machex);
+	}
 	for (size_t i = 0; i < kr->count; i++) {
 		const struct rkfs_generation *g = &kr->gens[i];
 
@@ -916,9 +1643,9 @@ int rkfs_keyring_format(char **text, size_t *len,
 			sb_printf(&sb, "created = %s\n", g->created);
 		switch (g->source) {
 		case RKFS_KEY_INLINE:
-			if (g->key == NULL) {
-				sodium_free(sb.buf);
-				return -ENOKEY;
+			if (texts) {
+				sb_printf(&sb, "key = %s\n", texts[i]);
+				break;
 			}
 			rkfs_key_encode(keytext, sizeof(keytext), g->key);
 			sb_printf(&sb, "key = %s\n", keytext);
@@ -933,6 +1660,9 @@ int rkfs_keyring_format(char **text, size_t *len,
 		case RKFS_KEY_NONE:
 			break;
 		}
+		if (g->key_command_timeout)
+			sb_printf(&sb, "key_command_timeout = %u\n",
+				  g->key_command_timeout);
 		if (g->has_check) {
 			char hex[RKFS_CHECK_LEN * 2 + 1];
 
@@ -942,11 +1672,86 @@ int rkfs_keyring_format(char **text, size_t *len,
 	}
 	if (sb.oom) {
 		sodium_free(sb.buf);
-		return -ENOMEM;
+		goto out;
 	}
 	*text = sb.buf;
 	*len = sb.len;
+	ret = 0;
+out:
+	if (texts) {
+		for (size_t i = 0; i < kr->count; i++)
+			free(texts[i]);
+		free(texts);
+	}
+	return ret;
+}
+
+/*
+ * rkfs_write_atomic() with one addition: the new file gets the owner of
+ * the keyring it replaces before it takes its place, so that root changing
+ * a keyring that a user's mount reads does not lock that mount out.
+ */
+static int write_keyring(int dirfd, const char *name, const char *data,
+			 size_t len, struct rkfs_error *err)
+{
+	char tmp[PATH_MAX];
+	unsigned char rnd[6];
+	struct stat old;
+	bool chown_it;
+	int fd, ret;
+
+	chown_it = fstatat(dirfd, name, &old, AT_SYMLINK_NOFOLLOW) == 0 &&
+		   S_ISREG(old.st_mode) &&
+		   (old.st_uid != geteuid() || old.st_gid != getegid());
+	if (!chown_it)
+		return rkfs_write_atomic(dirfd, name, data, len, 0600, err);
+	randombytes_buf(rnd, sizeof(rnd));
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp-%02x%02x%02x%02x%02x%02x", name,
+		     rnd[0], rnd[1], rnd[2], rnd[3], rnd[4],
+		     rnd[5]) >= (int)sizeof(tmp))
+		return rkfs_error_set(err, -ENAMETOOLONG, "%s: name too long",
+				      name);
+	fd = openat(dirfd, tmp,
+		    O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return rkfs_error_set(err, -errno, "%s: cannot create: %s", tmp,
+				      strerror(errno));
+	if (fchown(fd, old.st_uid, old.st_gid) < 0 || fchmod(fd, 0600) < 0) {
+		ret = rkfs_error_set(err, -errno,
+				     "%s: cannot give it the keyring's owner "
+				     "%u:%u: %s",
+				     tmp, (unsigned)old.st_uid,
+				     (unsigned)old.st_gid, strerror(errno));
+		goto fail;
+	}
+	ret = rkfs_pwrite_full(fd, data, len, 0);
+	if (ret < 0) {
+		rkfs_error_set(err, ret, "%s: write: %s", tmp, strerror(-ret));
+		goto fail;
+	}
+	if (fsync(fd) < 0) {
+		ret = rkfs_error_set(err, -errno, "%s: fsync: %s", tmp,
+				     strerror(errno));
+		goto fail;
+	}
+	ret = close(fd);
+	fd = -1;
+	if (ret < 0) {
+		ret = rkfs_error_set(err, -errno, "%s: close: %s", tmp,
+				     strerror(errno));
+		goto fail;
+	}
+	ret = rkfs_rename_durable(dirfd, tmp, dirfd, name, 0);
+	if (ret < 0) {
+		rkfs_error_set(err, ret, "%s: rename: %s", name, strerror(-ret));
+		goto fail;
+	}
 	return 0;
+fail:
+	if (fd >= 0)
+		close(fd);
+	unlinkat(dirfd, tmp, 0);
+	return ret;
 }
 
 int rkfs_keyring_save(const struct rkfs_keyring *kr, const char *path,
@@ -968,7 +1773,7 @@ int rkfs_keyring_save(const struct rkfs_keyring *kr, const char *path,
 		ret = rkfs_error_set(err, -errno, "%s: %s", dir, strerror(errno));
 		goto out_path;
 	}
-	ret = rkfs_write_atomic(dirfd, base, text, len, 0600, err);
+	ret = write_keyring(dirfd, base, text, len, err);
 	close(dirfd);
 out_path:
 	free(dir);

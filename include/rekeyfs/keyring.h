@@ -9,6 +9,7 @@
  *   created = 2026-11-01T00:00:00Z
  *   key = base64:...             ; or key_file = PATH, or key_command = CMD
  *   check = 0123...              ; optional check value (hex), verified
+ *   key_command_timeout = 10     ; optional, seconds (1..3600)
  *
  * Generations are listed in increasing order and numbers are never reused:
  * a destroyed generation stays as a tombstone with no key material.
@@ -18,6 +19,41 @@
  *
  * Key material lives in sodium_malloc() memory and is wiped by
  * rkfs_keyring_free().  No function here prints or logs key material.
+ *
+ * Passphrase-sealed keyrings.  [keyring] then also holds
+ *
+ *   sealed = argon2id            ; the only sealing scheme of version 1
+ *   kdf_salt = <32 hex>          ; crypto_pwhash salt, new on every seal
+ *   kdf_ops = 3                  ; crypto_pwhash opslimit (1..64)
+ *   kdf_mem = 268435456          ; crypto_pwhash memlimit, bytes (8 KiB..4 GiB)
+ *   pass_check = <32 hex>        ; tells a wrong passphrase from an edit
+ *   mac = <64 hex>               ; authenticates the whole keyring
+ *
+ * and every inline key is written "key = sealed:<base64>" instead of
+ * "key = base64:...".  From the passphrase P:
+ *
+ *   M       = Argon2id13(P, kdf_salt, kdf_ops, kdf_mem), 32 bytes
+ *   K_enc   = crypto_kdf_derive_from_key(id 1, ctx "rkfskeyr", M)
+ *   K_mac   = crypto_kdf_derive_from_key(id 2, ctx "rkfskeyr", M)
+ *   pass_check = BLAKE2b-128(key = crypto_kdf(id 3, "rkfskeyr", M),
+ *                            "rekeyfs keyring passphrase")
+ *   sealed key = base64(nonce(24) || XChaCha20-Poly1305-IETF(K_enc, nonce,
+ *                key(32), AD = "rekeyfs keyring key" || u32 BE number))
+ *   mac = BLAKE2b-256(key = K_mac, canonical content)
+ *
+ * The canonical content is every parsed field except mac, each written as
+ * u32 BE length || bytes: a version tag, kdf_salt, kdf_ops, kdf_mem,
+ * pass_check, the explicit primary (0 if none), the number of generations,
+ * then per generation its number, state, created, key source and value
+ * (the sealed text for inline keys), key_command_timeout and check.
+ * Comments and whitespace are not covered; any change of meaning (a state,
+ * the primary, a key_file path, a dropped or added generation) fails the
+ * mac.  key_file and key_command sources stay external: their
+ * key material is not in the keyring, only their (authenticated) names.
+ * Loading a sealed keyring asks the passphrase source (see
+ * rkfs_keyring_set_passphrase_source_ex()); the derived keys are cached
+ * per salt for the life of the process, so a daemon reload of a keyring
+ * whose passphrase did not change does not ask again.
  */
 #ifndef RKFS_KEYRING_H
 #define RKFS_KEYRING_H
@@ -58,28 +94,42 @@ struct rkfs_generation {
 	bool has_check;
 	uint8_t check[RKFS_CHECK_LEN];
 	unsigned line; /* line of its [generation N] header, 0 if none */
+	unsigned key_command_timeout; /* seconds; 0: the default */
+	char *sealed_text; /* while parsing a sealed keyring; internal */
 };
+
+struct rkfs_seal; /* sealing parameters and derived keys; internal */
 
 struct rkfs_keyring {
 	char *path;           /* file it was loaded from; may be NULL */
 	uint64_t serial;      /* unique per loaded keyring in this process */
 	uint32_t primary;     /* effective primary generation, 0 if none */
 	bool primary_explicit; /* "primary =" was written in [keyring] */
+	unsigned primary_line; /* its line when parsed, else 0 */
 	size_t count;
 	struct rkfs_generation *gens; /* sorted by number, ascending */
-	/* Passphrase sealing parameters; see rkfs_keyring_load(). */
+	/* Passphrase sealing: see the top of this file. */
 	bool sealed;
+	struct rkfs_seal *seal; /* non-NULL when sealed and unlocked */
 };
 
 /* Load flags. */
 #define RKFS_KR_LOAD_KEYS 0x1    /* resolve key_file / key_command now */
 #define RKFS_KR_NO_MODE_CHECK 0x2 /* accept a group/world-readable file */
 #define RKFS_KR_ALLOW_EMPTY 0x4  /* a keyring without generations is fine */
+/*
+ * A generation snippet (rekeyfs-key add --from): only [generation N]
+ * sections ([keyring] is an error with its line), no primary is resolved,
+ * and keys are not loaded.
+ */
+#define RKFS_KR_SNIPPET 0x8
 
 /*
  * Key command limits: the command runs as "/bin/sh -c CMD" with stdin from
  * /dev/null, no inherited descriptors beyond stderr, and must print the key
- * (32 raw bytes or one base64 line) within RKFS_KEY_COMMAND_TIMEOUT_MS.
+ * (32 raw bytes or one base64 line) and exit within the generation's
+ * key_command_timeout, by default RKFS_KEY_COMMAND_TIMEOUT_MS; then its
+ * whole process group is killed.  Output beyond 4 KiB is an error.
  */
 #define RKFS_KEY_COMMAND_TIMEOUT_MS 10000
 
@@ -91,6 +141,40 @@ typedef int (*rkfs_passphrase_fn)(char *buf, size_t size, void *arg);
 void rkfs_keyring_set_passphrase_source(rkfs_passphrase_fn fn, void *arg);
 
 /*
+ * Same with context: keyring names the keyring asked for (for a prompt),
+ * and err receives a message when the passphrase cannot be read.  Replaces
+ * any source set with rkfs_keyring_set_passphrase_source().  NULL fn: no
+ * source (loading a sealed keyring then fails with -ENOKEY).
+ */
+typedef int (*rkfs_passphrase_ex_fn)(char *buf, size_t size,
+				     const char *keyring,
+				     struct rkfs_error *err, void *arg);
+void rkfs_keyring_set_passphrase_source_ex(rkfs_passphrase_ex_fn fn,
+					   void *arg);
+
+#define RKFS_PASSPHRASE_MAX 1024 /* bytes, including the NUL */
+#define RKFS_KDF_OPS_DEFAULT 3ULL /* crypto_pwhash_OPSLIMIT_MODERATE */
+#define RKFS_KDF_MEM_DEFAULT (256UL << 20) /* ..._MEMLIMIT_MODERATE */
+
+/*
+ * Seal kr under passphrase pass (len bytes) with Argon2id parameters ops
+ * and mem (0: the defaults): a fresh salt, and from now on
+ * rkfs_keyring_format/save write it sealed.  Also re-seals an already
+ * sealed keyring under a new passphrase.  Returns 0, -EINVAL (parameters
+ * out of range, empty passphrase) or -ENOMEM, with err.
+ */
+int rkfs_keyring_seal(struct rkfs_keyring *kr, const char *pass, size_t len,
+		      unsigned long long ops, size_t mem,
+		      struct rkfs_error *err)
+	__attribute__((warn_unused_result, nonnull(1, 2)));
+
+/* Drop the sealing: the keyring is written with plain inline keys again. */
+void rkfs_keyring_unseal(struct rkfs_keyring *kr) __attribute__((nonnull));
+
+/* Wipe the cache of derived passphrase keys (see the top of this file). */
+void rkfs_keyring_forget_passphrases(void);
+
+/*
  * Load and validate the keyring at path.  Refuses (-EPERM) a file that is
  * group- or world-readable unless RKFS_KR_NO_MODE_CHECK.  Errors carry
  * "path:line: what is wrong" in err and change nothing:
@@ -99,6 +183,9 @@ void rkfs_keyring_set_passphrase_source(rkfs_passphrase_fn fn, void *arg);
  *   -EPERM           unsafe permissions (keyring or key_file)
  *   -EKEYREJECTED    a key does not match its recorded check value
  *   -ETIME           a key_command timed out
+ *   -ENOKEY          sealed keyring and no passphrase source
+ *   -EACCES          sealed keyring: wrong passphrase
+ *   -EBADMSG         sealed keyring: modified outside rekeyfs-key
  * On success *out is owned by the caller: rkfs_keyring_free().
  */
 int rkfs_keyring_load(struct rkfs_keyring **out, const char *path,
@@ -158,7 +245,11 @@ int rkfs_keyring_format(char **text, size_t *len,
 			const struct rkfs_keyring *kr)
 	__attribute__((warn_unused_result, nonnull));
 
-/* Atomically write kr to path at mode 0600 (temp, fsync, rename, fsync). */
+/*
+ * Atomically write kr to path at mode 0600 (temp, fsync, rename, fsync of
+ * the directory).  A keyring that exists keeps its owner and group (when
+ * the caller may set them; otherwise the save fails and changes nothing).
+ */
 int rkfs_keyring_save(const struct rkfs_keyring *kr, const char *path,
 		      struct rkfs_error *err)
 	__attribute__((warn_unused_result, nonnull(1, 2)));
@@ -167,6 +258,17 @@ int rkfs_keyring_save(const struct rkfs_keyring *kr, const char *path,
 int rkfs_keyring_load_key(struct rkfs_generation *g, const char *name,
 			  const char *base_dir, struct rkfs_error *err)
 	__attribute__((warn_unused_result, nonnull(1, 2)));
+
+/*
+ * Run "/bin/sh -c cmd" as for key_command and collect its stdout into out
+ * (size bytes, NUL-terminated; *used excludes the NUL; out should be
+ * sodium_malloc() memory).  Returns 0 (check *status, as from waitpid),
+ * -ETIME if it did not finish within limit_ms (it is killed), -EFBIG if it
+ * printed size - 1 bytes or more, or -errno.
+ */
+int rkfs_run_secret_command(char *out, size_t size, size_t *used,
+			    const char *cmd, long limit_ms, int *status)
+	__attribute__((warn_unused_result, nonnull));
 
 /* Parse "base64:..." / raw-32-byte / one-base64-line key text. */
 int rkfs_key_decode(unsigned char *key, const char *text, size_t len)

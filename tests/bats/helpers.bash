@@ -14,7 +14,18 @@ RK_FIXTURES=$(cd "$BATS_TEST_DIRNAME/../fixtures" 2>/dev/null && pwd)
 rk_setup() {
 	[ -c /dev/fuse ] || skip "no /dev/fuse"
 	[ -x "$REKEYFS" ] || skip "rekeyfs not built ($REKEYFS)"
-	RK_TMP=$(mktemp -d /tmp/rekeyfs-test.XXXXXX)
+	rk_setup_dirs
+}
+
+# rk_setup_tools: like rk_setup, for tests that only run rekeyfs-key and
+# do not mount (they run even where the daemon is missing).
+rk_setup_tools() {
+	[ -x "$REKEYFS_KEY" ] || skip "rekeyfs-key not built ($REKEYFS_KEY)"
+	rk_setup_dirs
+}
+
+rk_setup_dirs() {
+	RK_TMP=$(mktemp -d "/tmp/rekeyfs-test.${RK_RUN_TAG:-0}.XXXXXX")
 	chmod 755 "$RK_TMP"
 	BACK=$RK_TMP/back
 	MNT=$RK_TMP/mnt

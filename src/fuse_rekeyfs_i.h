@@ -1,0 +1,49 @@
+/*
+ * Internal interface between the rekeyfs daemon's main program
+ * (fuse_main.c: options, mount, keyring reload triggers) and its FUSE
+ * callbacks (fuse_ops.c).
+ */
+#ifndef RKFS_FUSE_REKEYFS_I_H
+#define RKFS_FUSE_REKEYFS_I_H
+
+#include <stdbool.h>
+
+#include <fuse.h>
+
+#include "rekeyfs/keyring.h"
+#include "rekeyfs/meta.h"
+
+struct rkfs_mount_state {
+	int rootfd;		/* O_DIRECTORY fd of the backing root */
+	const char *root;	/* backing path, for messages */
+	const char *keyring;	/* absolute keyring path, for reloads */
+	bool ro;		/* -o ro: never record or create metadata */
+	bool single;		/* -s: one thread serves every request */
+	struct rkfs_meta *meta; /* owned; changed only by reloads */
+};
+
+/*
+ * Hand the mount state and the initial keyring (ownership passes) to the
+ * FUSE layer.  Call once before fuse_new().
+ */
+void rkfs_fs_setup(struct rkfs_mount_state *ms, struct rkfs_keyring *kr);
+
+/* The operations table. */
+const struct fuse_operations *rkfs_fs_operations(void);
+
+/*
+ * Re-read the keyring file, check it against the tree's metadata, record
+ * its primary and only then make it current.  On failure the old keyring
+ * stays and one log line says why.  why names the trigger for the log.
+ * Returns 0 or -errno.  Reloads are serialised; the reload thread and
+ * reads of files in a generation the mount does not know yet call it.
+ */
+int rkfs_fs_reload(const char *why);
+
+/* Relock the current keyring's key pages (mlock is lost across fork). */
+void rkfs_fs_relock_keys(void);
+
+/* Drop the keyring and all state at exit. */
+void rkfs_fs_teardown(void);
+
+#endif /* RKFS_FUSE_REKEYFS_I_H */

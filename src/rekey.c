@@ -1,0 +1,2261 @@
+#include "rekeyfs/rekey.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "rekeyfs/file.h"
+#include "rekeyfs/format.h"
+#include "rekeyfs/fsio.h"
+#include "rekeyfs/meta.h"
+
+#define INTENT_SUFFIX ".intent"
+#define INTENT_MAGIC "rekeyfs-intent 1"    /* next to the target */
+#define INTENT_MAGIC_V2 "rekeyfs-intent 2" /* in the root */
+#define INTENT_MAX 65536
+#define COPY_CHUNK (1u << 20)
+#define DIR_LOCK_TIMEOUT 5.0 /* seconds before a directory counts as busy */
+#define MAX_PASSES 3	     /* scans that pick up files renamed mid-run */
+
+enum outcome {
+	R_NONE = 0,
+	R_MIGRATED,
+	R_CURRENT,
+	R_VERIFIED,
+	R_BUSY,
+	R_FAILED,
+	R_SKIPPED,
+};
+
+enum hdr_state { H_OK = 0, H_NONE, H_BAD };
+
+struct item {
+	char *path;	 /* relative to the root */
+	size_t base_off; /* start of the last component */
+	dev_t dev;
+	ino_t ino;
+	uint64_t plain;
+	uint32_t gen;
+	enum hdr_state hdr;
+	enum outcome result;
+	char *reason;
+	bool counted; /* bytes added to the progress */
+};
+
+struct leftover {
+	char *path;
+	size_t base_off;
+	bool intent;
+	bool keep; /* an intent that could not be replayed, or its temp */
+};
+
+struct inoset {
+	uint64_t *keys; /* pairs dev, ino; 0,0 = empty slot */
+	size_t cap, n;
+};
+
+struct scan {
+	struct item *v;
+	size_t n, cap;
+	struct leftover *lo;
+	size_t nlo, caplo;
+	struct inoset links;
+};
+
+struct ctx {
+	const char *root;
+	int rootfd;
+	dev_t rootdev;
+	const struct rkfs_keyring *kr;
+	const struct rkfs_rekey_opts *o;
+	struct rkfs_rekey_report *rep;
+	struct scan *scan;  /* current scan, for inode look-ups */
+	struct inoset done; /* failed inodes: not retried in later passes */
+	struct scan lazy;   /* recovery: a scan made when a target moved */
+};
+
+static double now_sec(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void sleep_sec(double s)
+{
+	struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+
+	nanosleep(&ts, NULL);
+}
+
+static bool stopping(const struct ctx *c)
+{
+	return c->o->stop && *c->o->stop;
+}
+
+static void progress_add(struct ctx *c, uint64_t files, uint64_t bytes)
+{
+	struct rkfs_rekey_progress *p = c->o->progress;
+
+	if (p == NULL)
+		return;
+	__atomic_add_fetch(&p->files_done, files, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&p->bytes_done, bytes, __ATOMIC_RELAXED);
+}
+
+static void inflight_set(struct ctx *c, int slot, int fd)
+{
+	if (c->o->progress && slot >= 0)
+		__atomic_store_n(&c->o->progress->inflight[slot], fd + 1,
+				 __ATOMIC_RELAXED);
+}
+
+uint64_t rkfs_rekey_progress_bytes(const struct rkfs_rekey_progress *p)
+{
+	uint64_t b = __atomic_load_n(&p->bytes_done, __ATOMIC_RELAXED);
+	struct stat st;
+
+	for (int i = 0; i < RKFS_REKEY_SLOTS; i++) {
+		int fd = __atomic_load_n(&p->inflight[i], __ATOMIC_RELAXED) - 1;
+
+		/* the fd may be closed meanwhile: only a display glitch */
+		if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+		    st.st_size > RKFS_HEADER_LEN)
+			b += (uint64_t)(st.st_size - RKFS_HEADER_LEN) /
+			     RKFS_CBLOCK_SIZE * RKFS_BLOCK_SIZE;
+	}
+	return b;
+}
+
+static char *xasprintf(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+
+static char *xasprintf(const char *fmt, ...)
+{
+	va_list ap;
+	char *s;
+
+	va_start(ap, fmt);
+	if (vasprintf(&s, fmt, ap) < 0)
+		s = NULL;
+	va_end(ap);
+	return s;
+}
+
+/* --- a small (dev, ino) set ------------------------------------------- */
+
+static uint64_t ino_hash(uint64_t dev, uint64_t ino)
+{
+	uint64_t h = ino * 0x9e3779b97f4a7c15ull ^ dev * 0xc2b2ae3d27d4eb4full;
+
+	return h ^ (h >> 29);
+}
+
+static bool inoset_has(const struct inoset *s, dev_t dev, ino_t ino)
+{
+	size_t i;
+
+	if (s->cap == 0)
+		return false;
+	for (i = ino_hash(dev, ino) & (s->cap - 1);;
+	     i = (i + 1) & (s->cap - 1)) {
+		uint64_t *k = s->keys + 2 * i;
+
+		if (k[0] == 0 && k[1] == 0)
+			return false;
+		if (k[0] == (uint64_t)dev + 1 && k[1] == (uint64_t)ino)
+			return true;
+	}
+}
+
+/* Returns 1 if added, 0 if already there, -ENOMEM. */
+static int inoset_add(struct inoset *s, dev_t dev, ino_t ino)
+{
+	size_t i;
+
+	if (inoset_has(s, dev, ino))
+		return 0;
+	if ((s->n + 1) * 2 > s->cap) {
+		struct inoset g = {.cap = s->cap ? s->cap * 2 : 64};
+
+		g.keys = calloc(g.cap, 2 * sizeof(uint64_t));
+		if (g.keys == NULL)
+			return -ENOMEM;
+		for (i = 0; i < s->cap; i++) {
+			uint64_t *k = s->keys + 2 * i;
+
+			if (k[0] || k[1])
+				(void)inoset_add(&g, (dev_t)(k[0] - 1),
+						 (ino_t)k[1]);
+		}
+		free(s->keys);
+		*s = g;
+	}
+	for (i = ino_hash(dev, ino) & (s->cap - 1);;
+	     i = (i + 1) & (s->cap - 1)) {
+		uint64_t *k = s->keys + 2 * i;
+
+		if (k[0] == 0 && k[1] == 0) {
+			k[0] = (uint64_t)dev + 1;
+			k[1] = (uint64_t)ino;
+			s->n++;
+			return 1;
+		}
+	}
+}
+
+static void inoset_free(struct inoset *s)
+{
+	free(s->keys);
+	memset(s, 0, sizeof(*s));
+}
+
+/* --- report lists ----------------------------------------------------- */
+
+static int list_add(struct rkfs_rekey_list *l, const char *path,
+		    const char *reason)
+{
+	struct rkfs_rekey_entry *e;
+
+	if (l->count == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 16;
+		struct rkfs_rekey_entry *v = realloc(l->v, cap * sizeof(*v));
+
+		if (v == NULL)
+			return -ENOMEM;
+		l->v = v;
+		l->cap = cap;
+	}
+	e = &l->v[l->count];
+	e->path = strdup(path);
+	e->reason = reason ? strdup(reason) : NULL;
+	if (e->path == NULL || (reason && e->reason == NULL)) {
+		free(e->path);
+		free(e->reason);
+		return -ENOMEM;
+	}
+	l->count++;
+	return 0;
+}
+
+static void list_free(struct rkfs_rekey_list *l)
+{
+	for (size_t i = 0; i < l->count; i++) {
+		free(l->v[i].path);
+		free(l->v[i].reason);
+	}
+	free(l->v);
+	memset(l, 0, sizeof(*l));
+}
+
+void rkfs_rekey_report_free(struct rkfs_rekey_report *rep)
+{
+	if (rep == NULL)
+		return;
+	list_free(&rep->failed);
+	list_free(&rep->busy);
+	list_free(&rep->skipped);
+	list_free(&rep->listed);
+	free(rep->before);
+	free(rep->after);
+	rep->before = rep->after = NULL;
+	rep->nbefore = rep->nafter = 0;
+}
+
+bool rkfs_rekey_partial(const struct rkfs_rekey_report *rep)
+{
+	return rep->failed.count || rep->busy.count || rep->interrupted ||
+	       (rep->mode == RKFS_REKEY_REWRITE && rep->remaining);
+}
+
+/* --- directories ------------------------------------------------------ */
+
+/*
+ * Open the directory part of path (everything before base_off) one
+ * component at a time without following symlinks or leaving the root's
+ * filesystem.  Every call returns a new open file description, so a flock
+ * on it excludes the daemon and the engine's other threads alike.
+ */
+static int open_parent(const struct ctx *c, const char *path, size_t base_off)
+{
+	char *dir, *p, *comp, *save = NULL;
+	int fd, nfd;
+	struct stat st;
+
+	fd = openat(c->rootfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || base_off == 0)
+		return fd < 0 ? -errno : fd;
+	dir = strndup(path, base_off - 1);
+	if (dir == NULL) {
+		close(fd);
+		return -ENOMEM;
+	}
+	for (p = dir; (comp = strtok_r(p, "/", &save)) != NULL; p = NULL) {
+		nfd = openat(fd, comp,
+			     O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		close(fd);
+		if (nfd < 0) {
+			fd = -errno;
+			break;
+		}
+		fd = nfd;
+		if (fstat(fd, &st) < 0 || st.st_dev != c->rootdev) {
+			close(fd);
+			fd = -EXDEV;
+			break;
+		}
+	}
+	free(dir);
+	return fd;
+}
+
+/* Per-thread state: the last parent directory opened, progress slot. */
+struct dcache {
+	char *dir;
+	int fd;
+	int slot; /* index into progress->inflight, or -1 */
+};
+
+static int dcache_get(struct dcache *d, const struct ctx *c, const char *path,
+		      size_t base_off)
+{
+	if (d->fd >= 0 && d->dir && strlen(d->dir) == base_off &&
+	    strncmp(d->dir, path, base_off) == 0)
+		return d->fd;
+	if (d->fd >= 0)
+		close(d->fd);
+	free(d->dir);
+	d->dir = NULL;
+	d->fd = open_parent(c, path, base_off);
+	if (d->fd < 0)
+		return d->fd;
+	d->dir = strndup(path, base_off);
+	if (d->dir == NULL) {
+		close(d->fd);
+		d->fd = -1;
+		return -ENOMEM;
+	}
+	return d->fd;
+}
+
+static void dcache_drop(struct dcache *d)
+{
+	if (d->fd >= 0)
+		close(d->fd);
+	free(d->dir);
+	d->dir = NULL;
+	d->fd = -1;
+}
+
+/*
+ * The engine's own threads queue on an in-process mutex per directory (by
+ * inode, hashed), so that only the daemon can make the flock below wait.
+ */
+#define DIR_STRIPES 64
+static pthread_mutex_t dir_mu[DIR_STRIPES] = {[0 ... DIR_STRIPES - 1] =
+						  PTHREAD_MUTEX_INITIALIZER};
+
+static pthread_mutex_t *dir_stripe(int dfd)
+{
+	struct stat st;
+
+	if (fstat(dfd, &st) < 0)
+		return &dir_mu[0];
+	return &dir_mu[ino_hash(st.st_dev, st.st_ino) % DIR_STRIPES];
+}
+
+/*
+ * LOCK_EX on a directory.  Polled rather than blocking, so a directory
+ * that stays locked makes the file busy instead of hanging the run.
+ * Returns with the stripe mutex held on success.
+ */
+static int lock_dir(int dfd, pthread_mutex_t **held)
+{
+	double until = now_sec() + DIR_LOCK_TIMEOUT;
+	double pause = 0.0002;
+	pthread_mutex_t *mu = dir_stripe(dfd);
+
+	pthread_mutex_lock(mu);
+	for (;;) {
+		if (flock(dfd, LOCK_EX | LOCK_NB) == 0) {
+			*held = mu;
+			return 0;
+		}
+		if ((errno != EWOULDBLOCK && errno != EINTR) ||
+		    now_sec() > until) {
+			int e = errno == EINTR ? EWOULDBLOCK : errno;
+
+			pthread_mutex_unlock(mu);
+			return -e;
+		}
+		sleep_sec(pause);
+		if (pause < 0.01)
+			pause *= 2;
+	}
+}
+
+static void unlock_dir(int dfd, pthread_mutex_t *held)
+{
+	(void)flock(dfd, LOCK_UN);
+	pthread_mutex_unlock(held);
+}
+
+static int fsync_fd_dir(int dfd)
+{
+	if (fsync(dfd) < 0 && errno != EINVAL)
+		return -errno;
+	return 0;
+}
+
+/* Does dfd/name still refer to the inode of st? */
+static bool same_inode(int dfd, const char *name, const struct stat *st)
+{
+	struct stat now;
+
+	if (fstatat(dfd, name, &now, AT_SYMLINK_NOFOLLOW) < 0)
+		return false;
+	return now.st_dev == st->st_dev && now.st_ino == st->st_ino;
+}
+
+static int make_temp(int dfd, char *name, size_t size)
+{
+	unsigned char rnd[8];
+	int fd, tries;
+
+	for (tries = 0; tries < 8; tries++) {
+		randombytes_buf(rnd, sizeof(rnd));
+		snprintf(name, size,
+			 RKFS_TMP_PREFIX "%02x%02x%02x%02x%02x%02x%02x%02x",
+			 rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6],
+			 rnd[7]);
+		fd = openat(dfd, name,
+			    O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+			    0600);
+		if (fd >= 0 || errno != EEXIST)
+			return fd < 0 ? -errno : fd;
+	}
+	return -EEXIST;
+}
+
+/* --- the scan --------------------------------------------------------- */
+
+static void scan_free(struct scan *s)
+{
+	for (size_t i = 0; i < s->n; i++) {
+		free(s->v[i].path);
+		free(s->v[i].reason);
+	}
+	for (size_t i = 0; i < s->nlo; i++)
+		free(s->lo[i].path);
+	free(s->v);
+	free(s->lo);
+	inoset_free(&s->links);
+	memset(s, 0, sizeof(*s));
+}
+
+static char *join(const char *dir, const char *name, size_t *base_off)
+{
+	char *p;
+
+	if (*dir == '\0') {
+		*base_off = 0;
+		return strdup(name);
+	}
+	p = xasprintf("%s/%s", dir, name);
+	*base_off = strlen(dir) + 1;
+	return p;
+}
+
+static int add_leftover(struct scan *s, const char *dir, const char *name)
+{
+	struct leftover *l;
+	size_t len = strlen(name), sl = strlen(INTENT_SUFFIX);
+
+	if (s->nlo == s->caplo) {
+		size_t cap = s->caplo ? s->caplo * 2 : 16;
+		struct leftover *v = realloc(s->lo, cap * sizeof(*v));
+
+		if (v == NULL)
+			return -ENOMEM;
+		s->lo = v;
+		s->caplo = cap;
+	}
+	l = &s->lo[s->nlo];
+	memset(l, 0, sizeof(*l));
+	l->path = join(dir, name, &l->base_off);
+	if (l->path == NULL)
+		return -ENOMEM;
+	l->intent = len > sl && strcmp(name + len - sl, INTENT_SUFFIX) == 0;
+	s->nlo++;
+	return 0;
+}
+
+/* Read the header of a regular file at dfd/name into it. */
+static void read_header(struct item *it, int dfd, const char *name,
+			const struct stat *st)
+{
+	uint8_t raw[RKFS_HEADER_LEN];
+	struct rkfs_header h;
+	ssize_t n;
+	int fd;
+
+	it->hdr = H_BAD;
+	if (rkfs_size_to_plain(&it->plain, (uint64_t)st->st_size) < 0)
+		return;
+	if (st->st_size == 0) {
+		it->hdr = H_NONE;
+		return;
+	}
+	fd = openat(dfd, name,
+		    O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOATIME);
+	if (fd < 0 && errno == EPERM)
+		fd = openat(dfd, name,
+			    O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	n = rkfs_pread_full(fd, raw, sizeof(raw), 0);
+	close(fd);
+	if (n == (ssize_t)sizeof(raw) &&
+	    rkfs_header_parse(&h, raw, sizeof(raw)) == 0) {
+		it->gen = h.generation;
+		it->hdr = H_OK;
+	}
+}
+
+static int scan_dir(struct ctx *c, struct scan *s, int dfd, const char *dir)
+{
+	struct dirent *de;
+	DIR *d;
+	int fd, ret = 0;
+
+	fd = dup(dfd);
+	if (fd < 0)
+		return -errno;
+	d = fdopendir(fd);
+	if (d == NULL) {
+		close(fd);
+		return -errno;
+	}
+	rewinddir(d); /* the dup shares its offset with earlier scans */
+	while ((de = readdir(d)) != NULL) {
+		const char *name = de->d_name;
+		struct stat st;
+
+		if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+			continue;
+		if (rkfs_name_reserved(name)) {
+			if (strncmp(name, RKFS_TMP_PREFIX,
+				    strlen(RKFS_TMP_PREFIX)) == 0)
+				ret = add_leftover(s, dir, name);
+			if (ret < 0)
+				break;
+			continue;
+		}
+		if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue; /* gone since readdir */
+		if (S_ISDIR(st.st_mode)) {
+			struct stat sub_st;
+			size_t off;
+			char *sub;
+			int sfd;
+
+			if (st.st_dev != c->rootdev)
+				continue; /* another mount: not ours */
+			sfd = openat(dfd, name,
+				     O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+					 O_CLOEXEC);
+			if (sfd < 0)
+				continue;
+			sub = join(dir, name, &off);
+			if (sub == NULL) {
+				close(sfd);
+				ret = -ENOMEM;
+				break;
+			}
+			if (fstat(sfd, &sub_st) == 0 &&
+			    sub_st.st_ino == st.st_ino &&
+			    sub_st.st_dev == c->rootdev)
+				ret = scan_dir(c, s, sfd, sub);
+			free(sub);
+			close(sfd);
+			if (ret < 0)
+				break;
+		} else if (S_ISREG(st.st_mode)) {
+			struct item *it;
+
+			if (st.st_nlink > 1) {
+				ret =
+				    inoset_add(&s->links, st.st_dev, st.st_ino);
+				if (ret < 0)
+					break;
+				if (ret == 0)
+					continue; /* another name, same file */
+				ret = 0;
+			}
+			if (s->n == s->cap) {
+				size_t cap = s->cap ? s->cap * 2 : 256;
+				struct item *v =
+				    realloc(s->v, cap * sizeof(*v));
+
+				if (v == NULL) {
+					ret = -ENOMEM;
+					break;
+				}
+				s->v = v;
+				s->cap = cap;
+			}
+			it = &s->v[s->n];
+			memset(it, 0, sizeof(*it));
+			it->path = join(dir, name, &it->base_off);
+			if (it->path == NULL) {
+				ret = -ENOMEM;
+				break;
+			}
+			it->dev = st.st_dev;
+			it->ino = st.st_ino;
+			read_header(it, dfd, name, &st);
+			s->n++;
+		}
+		/* symlinks, fifos, sockets and devices are left alone */
+	}
+	closedir(d);
+	return ret;
+}
+
+static int scan_tree(struct ctx *c, struct scan *s)
+{
+	memset(s, 0, sizeof(*s));
+	return scan_dir(c, s, c->rootfd, "");
+}
+
+static int cmp_gen(const void *a, const void *b)
+{
+	const struct rkfs_rekey_gen_count *x = a, *y = b;
+
+	return x->generation < y->generation ? -1
+					     : x->generation > y->generation;
+}
+
+/* Per-generation counts of a scan; files with a bad header are left out. */
+static int count_gens(struct rkfs_rekey_gen_count **out, size_t *nout,
+		      const struct scan *s)
+{
+	struct rkfs_rekey_gen_count *v = NULL;
+	size_t n = 0, j;
+
+	*out = NULL;
+	*nout = 0;
+	for (size_t i = 0; i < s->n; i++) {
+		const struct item *it = &s->v[i];
+		uint32_t g = it->hdr == H_OK ? it->gen : 0;
+
+		if (it->hdr == H_BAD)
+			continue;
+		for (j = 0; j < n && v[j].generation != g; j++)
+			;
+		if (j == n) {
+			struct rkfs_rekey_gen_count *nv =
+			    realloc(v, (n + 1) * sizeof(*v));
+
+			if (nv == NULL) {
+				free(v);
+				return -ENOMEM;
+			}
+			v = nv;
+			v[n].generation = g;
+			v[n].files = v[n].bytes = 0;
+			n++;
+		}
+		v[j].files++;
+		v[j].bytes += it->plain;
+	}
+	if (n)
+		qsort(v, n, sizeof(*v), cmp_gen);
+	*out = v;
+	*nout = n;
+	return 0;
+}
+
+/* --- metadata copy ---------------------------------------------------- */
+
+static int copy_xattrs(int from, int to, char **why)
+{
+	char *names = NULL, *val = NULL;
+	ssize_t len, vlen;
+	size_t vcap = 0;
+	int ret = 0;
+
+	len = flistxattr(from, NULL, 0);
+	if (len < 0)
+		return errno == ENOTSUP ? 0 : -errno;
+	if (len == 0)
+		return 0;
+	names = malloc((size_t)len);
+	if (names == NULL)
+		return -ENOMEM;
+	len = flistxattr(from, names, (size_t)len);
+	if (len < 0) {
+		ret = -errno;
+		goto out;
+	}
+	for (char *n = names; n < names + len; n += strlen(n) + 1) {
+		vlen = fgetxattr(from, n, NULL, 0);
+		if (vlen < 0)
+			goto bad;
+		if ((size_t)vlen + 1 > vcap) {
+			char *nv = realloc(val, (size_t)vlen + 1);
+
+			if (nv == NULL) {
+				ret = -ENOMEM;
+				goto out;
+			}
+			val = nv;
+			vcap = (size_t)vlen + 1;
+		}
+		vlen = fgetxattr(from, n, val, vcap);
+		if (vlen < 0)
+			goto bad;
+		if (fsetxattr(to, n, val, (size_t)vlen, 0) == 0)
+			continue;
+	bad:
+		if (strncmp(n, "security.", 9) == 0 &&
+		    (errno == EPERM || errno == ENOTSUP || errno == EACCES))
+			continue;
+		ret = -errno;
+		*why =
+		    xasprintf("cannot copy xattr %s: %s", n, strerror(errno));
+		goto out;
+	}
+out:
+	free(names);
+	free(val);
+	return ret;
+}
+
+/* Give the temp file the old file's owner, mode, xattrs and times. */
+static int copy_meta(int from, int to, const struct stat *st, char **why)
+{
+	struct timespec ts[2] = {st->st_atim, st->st_mtim};
+	int ret;
+
+	if (fchown(to, st->st_uid, st->st_gid) < 0) {
+		*why = xasprintf("cannot keep owner %u:%u: %s",
+				 (unsigned)st->st_uid, (unsigned)st->st_gid,
+				 strerror(errno));
+		return -errno;
+	}
+	/* after chown, which clears set-id bits */
+	if (fchmod(to, st->st_mode & 07777) < 0) {
+		*why = xasprintf("cannot keep mode: %s", strerror(errno));
+		return -errno;
+	}
+	ret = copy_xattrs(from, to, why);
+	if (ret < 0)
+		return ret;
+	if (futimens(to, ts) < 0) {
+		*why = xasprintf("cannot keep times: %s", strerror(errno));
+		return -errno;
+	}
+	return 0;
+}
+
+/* --- in-place copy (hard-linked files) -------------------------------- */
+
+static int punch_or_zero(int fd, uint64_t off, uint64_t len, uint8_t *buf)
+{
+	if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+		      (off_t)off, (off_t)len) == 0)
+		return 0;
+	memset(buf, 0, COPY_CHUNK);
+	while (len) {
+		size_t n = len < COPY_CHUNK ? (size_t)len : COPY_CHUNK;
+		int ret = rkfs_pwrite_full(fd, buf, n, (off_t)off);
+
+		if (ret < 0)
+			return ret;
+		off += n;
+		len -= n;
+	}
+	return 0;
+}
+
+/*
+ * Make dst byte-for-byte the first size bytes of src: data ranges copied,
+ * hole ranges punched, size set, times set, fsynced.  Idempotent, so an
+ * interrupted copy is finished by running it again.
+ */
+static int copy_in_place(int dst, int src, uint64_t size,
+			 const struct timespec times[2])
+{
+	uint64_t off = 0;
+	uint8_t *buf;
+	int ret = 0;
+
+	buf = malloc(COPY_CHUNK);
+	if (buf == NULL)
+		return -ENOMEM;
+	while (off < size) {
+		off_t d = lseek(src, (off_t)off, SEEK_DATA), h;
+
+		if (d < 0)
+			d = errno == ENXIO ? (off_t)size : (off_t)off;
+		if ((uint64_t)d > size)
+			d = (off_t)size;
+		if ((uint64_t)d > off) {
+			ret = punch_or_zero(dst, off, (uint64_t)d - off, buf);
+			if (ret < 0)
+				goto out;
+		}
+		if ((uint64_t)d >= size)
+			break;
+		h = lseek(src, d, SEEK_HOLE);
+		if (h < 0 || (uint64_t)h > size)
+			h = (off_t)size;
+		for (off = (uint64_t)d; off < (uint64_t)h;) {
+			size_t n = (uint64_t)h - off < COPY_CHUNK
+				       ? (size_t)((uint64_t)h - off)
+				       : COPY_CHUNK;
+			ssize_t got = rkfs_pread_full(src, buf, n, (off_t)off);
+
+			if (got < 0 || (size_t)got != n) {
+				ret = got < 0 ? (int)got : -EIO;
+				goto out;
+			}
+			ret = rkfs_pwrite_full(dst, buf, n, (off_t)off);
+			if (ret < 0)
+				goto out;
+			off += n;
+		}
+	}
+	if (ftruncate(dst, (off_t)size) < 0 || futimens(dst, times) < 0 ||
+	    fsync(dst) < 0)
+		ret = -errno;
+out:
+	free(buf);
+	return ret;
+}
+
+static void hex_encode(char *out, const char *in, size_t len)
+{
+	static const char hx[] = "0123456789abcdef";
+
+	for (size_t i = 0; i < len; i++) {
+		out[2 * i] = hx[(unsigned char)in[i] >> 4];
+		out[2 * i + 1] = hx[(unsigned char)in[i] & 15];
+	}
+	out[2 * len] = '\0';
+}
+
+static int hex_val(char ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	if (ch >= 'a' && ch <= 'f')
+		return ch - 'a' + 10;
+	return -1;
+}
+
+/*
+ * An intent record: the target inode (dev, ino, recorded path), the data
+ * temp holding its new bytes, the final size and times, and the target's
+ * header before the copy.  Version 2 records live in the backing root as
+ * RKFS_TMP_PREFIX<id>.intent and name both files by their paths relative
+ * to the root; version 1 records (written by older builds) sit next to
+ * their target and their data temp is the record's name without the
+ * suffix.
+ */
+struct intent {
+	uint64_t dev, ino, size;
+	struct timespec times[2];
+	bool has_old;
+	uint8_t old_hdr[RKFS_HEADER_LEN];
+	char *target;	   /* relative to the root */
+	size_t target_off; /* start of target's last component */
+	char *temp;	   /* relative to the root */
+	size_t temp_off;
+};
+
+static void intent_free(struct intent *in)
+{
+	free(in->target);
+	free(in->temp);
+	memset(in, 0, sizeof(*in));
+}
+
+static size_t base_offset(const char *path)
+{
+	const char *s = strrchr(path, '/');
+
+	return s ? (size_t)(s - path) + 1 : 0;
+}
+
+static char *hex_dup(const void *in, size_t len)
+{
+	char *out = malloc(2 * len + 1);
+
+	if (out)
+		hex_encode(out, in, len);
+	return out;
+}
+
+#define INTENT_FMT_V2                                                   \
+	INTENT_MAGIC_V2 "\ndev %" PRIu64 "\nino %" PRIu64                \
+			"\nsize %" PRIu64 "\natime %lld %ld"             \
+			"\nmtime %lld %ld\nold %s\ntarget %s\ntemp %s"   \
+			"\nend\n"
+
+static char *intent_format(const struct intent *in)
+{
+	char *t = hex_dup(in->target, strlen(in->target));
+	char *d = hex_dup(in->temp, strlen(in->temp));
+	char old[2 * RKFS_HEADER_LEN + 1];
+	char *text = NULL;
+
+	hex_encode(old, (const char *)in->old_hdr, RKFS_HEADER_LEN);
+	if (t && d)
+		text = xasprintf(INTENT_FMT_V2, in->dev, in->ino, in->size,
+				 (long long)in->times[0].tv_sec,
+				 in->times[0].tv_nsec,
+				 (long long)in->times[1].tv_sec,
+				 in->times[1].tv_nsec, old, t, d);
+	free(t);
+	free(d);
+	return text;
+}
+
+/* Decode len hex digits into out (len / 2 bytes). */
+static int hex_decode(uint8_t *out, const char *hex, size_t len)
+{
+	if (len % 2)
+		return -EINVAL;
+	for (size_t i = 0; i < len / 2; i++) {
+		int hi = hex_val(hex[2 * i]), lo = hex_val(hex[2 * i + 1]);
+
+		if (hi < 0 || lo < 0)
+			return -EINVAL;
+		out[i] = (uint8_t)(hi << 4 | lo);
+	}
+	return 0;
+}
+
+/* A relative path from hex: no NUL, no empty, ".", ".." or "/" parts. */
+static char *path_from_hex(const char *hex, size_t len)
+{
+	char *p;
+	size_t n = len / 2;
+
+	if (len == 0 || len % 2 || n >= PATH_MAX)
+		return NULL;
+	p = malloc(n + 1);
+	if (p == NULL)
+		return NULL;
+	if (hex_decode((uint8_t *)p, hex, len) < 0)
+		goto bad;
+	p[n] = '\0';
+	if (strlen(p) != n || p[0] == '/' || p[n - 1] == '/')
+		goto bad;
+	for (const char *c = p; c;) {
+		const char *e = strchr(c, '/');
+		size_t l = e ? (size_t)(e - c) : strlen(c);
+
+		if (l == 0 || l > NAME_MAX || (l == 1 && c[0] == '.') ||
+		    (l == 2 && c[0] == '.' && c[1] == '.'))
+			goto bad;
+		c = e ? e + 1 : NULL;
+	}
+	return p;
+bad:
+	free(p);
+	return NULL;
+}
+
+/* The value of "key " on a line of its own in text, and its length. */
+static const char *intent_field(const char *text, const char *key,
+				size_t *len)
+{
+	size_t kl = strlen(key);
+
+	for (const char *l = text; l && *l;) {
+		const char *nl = strchr(l, '\n');
+
+		if (nl == NULL)
+			return NULL; /* records end with a newline */
+		if ((size_t)(nl - l) > kl && strncmp(l, key, kl) == 0 &&
+		    l[kl] == ' ') {
+			*len = (size_t)(nl - l) - kl - 1;
+			return l + kl + 1;
+		}
+		l = nl + 1;
+	}
+	return NULL;
+}
+
+/*
+ * Parse an intent record found at ipath (relative to the root; base_off is
+ * the start of its name).  Returns 0 or -EINVAL (not a complete record).
+ */
+static int intent_parse(struct intent *in, const char *text, const char *ipath,
+			size_t base_off)
+{
+	long long as, ms;
+	const char *v;
+	size_t vl;
+	bool v2;
+
+	memset(in, 0, sizeof(*in));
+	if (strncmp(text, INTENT_MAGIC "\n", strlen(INTENT_MAGIC) + 1) == 0)
+		v2 = false;
+	else if (strncmp(text, INTENT_MAGIC_V2 "\n",
+			 strlen(INTENT_MAGIC_V2) + 1) == 0)
+		v2 = true;
+	else
+		return -EINVAL;
+	if (strstr(text, "\nend\n") == NULL)
+		return -EINVAL; /* cut short */
+	v = strchr(text, '\n') + 1;
+	if (sscanf(v,
+		   "dev %" SCNu64 "\nino %" SCNu64 "\nsize %" SCNu64
+		   "\natime %lld %ld\nmtime %lld %ld",
+		   &in->dev, &in->ino, &in->size, &as, &in->times[0].tv_nsec,
+		   &ms, &in->times[1].tv_nsec) != 7)
+		return -EINVAL;
+	in->times[0].tv_sec = (time_t)as;
+	in->times[1].tv_sec = (time_t)ms;
+	if (v2) {
+		v = intent_field(text, "old", &vl);
+		if (v == NULL || vl != 2 * RKFS_HEADER_LEN ||
+		    hex_decode(in->old_hdr, v, vl) < 0)
+			return -EINVAL;
+		in->has_old = true;
+		v = intent_field(text, "target", &vl);
+		in->target = v ? path_from_hex(v, vl) : NULL;
+		v = intent_field(text, "temp", &vl);
+		in->temp = v ? path_from_hex(v, vl) : NULL;
+	} else {
+		char *name;
+
+		/* next to the record; the data temp is the record's stem */
+		v = intent_field(text, "name", &vl);
+		name = v ? path_from_hex(v, vl) : NULL;
+		if (name && strchr(name, '/') == NULL)
+			in->target = xasprintf("%.*s%s", (int)base_off, ipath,
+					       name);
+		free(name);
+		in->temp =
+		    strndup(ipath, strlen(ipath) - strlen(INTENT_SUFFIX));
+	}
+	if (in->target == NULL || in->temp == NULL ||
+	    strncmp(in->temp + base_offset(in->temp), RKFS_TMP_PREFIX,
+		    strlen(RKFS_TMP_PREFIX)) != 0) {
+		intent_free(in);
+		return -EINVAL;
+	}
+	in->target_off = base_offset(in->target);
+	in->temp_off = base_offset(in->temp);
+	return 0;
+}
+
+/* --- per-file work ---------------------------------------------------- */
+
+static void set_result(struct item *it, enum outcome r, char *reason)
+{
+	free(it->reason);
+	it->result = r;
+	it->reason = reason;
+}
+
+static char *key_reason(const struct ctx *c, uint32_t gen, int err)
+{
+	const struct rkfs_generation *g = rkfs_keyring_find(c->kr, gen);
+
+	if (g == NULL)
+		return xasprintf("generation %u is not in the keyring", gen);
+	if (g->state == RKFS_GEN_DESTROYED)
+		return xasprintf("generation %u is destroyed", gen);
+	if (g->state == RKFS_GEN_DISABLED || err == -EKEYREVOKED)
+		return xasprintf("generation %u is disabled", gen);
+	return xasprintf("generation %u has no key loaded", gen);
+}
+
+static char *auth_reason(int ret, uint64_t bad)
+{
+	if (ret != -EBADMSG)
+		return xasprintf("%s", strerror(-ret));
+	if (bad == UINT64_MAX)
+		return xasprintf("corrupt: impossible size or bad header");
+	return xasprintf("block %" PRIu64 " fails authentication", bad);
+}
+
+/*
+ * Rewrite a file with one link: temp file, metadata, directory lock,
+ * inode re-check, rename.  Returns R_* or -EAGAIN when the file gained a
+ * link meanwhile and must go the in-place way.
+ */
+/*
+ * Close a temp file and count its item's bytes as done right away: the
+ * close of the replaced file that follows can take a while for a large one.
+ */
+static void close_tmp(struct ctx *c, int slot, int tfd, struct item *it)
+{
+	if (!it->counted)
+		progress_add(c, 0, it->plain);
+	it->counted = true;
+	inflight_set(c, slot, -1);
+	close(tfd);
+}
+
+static int rewrite_rename(struct ctx *c, struct item *it, int dfd, int fd,
+			  struct rkfs_file *f, int slot)
+{
+	const char *base = it->path + it->base_off;
+	pthread_mutex_t *held = NULL;
+	char tmp[64], *why = NULL;
+	const unsigned char *gk;
+	struct rkfs_header nh;
+	uint64_t bad = UINT64_MAX;
+	struct stat st;
+	int tfd, ret, e;
+
+	gk = rkfs_keyring_key(c->kr, c->kr->primary, &e);
+	if (gk == NULL) {
+		set_result(it, R_FAILED, key_reason(c, c->kr->primary, e));
+		return R_FAILED;
+	}
+	tfd = make_temp(dfd, tmp, sizeof(tmp));
+	if (tfd < 0) {
+		set_result(
+		    it, R_FAILED,
+		    xasprintf("cannot create temp file: %s", strerror(-tfd)));
+		return R_FAILED;
+	}
+	rkfs_header_init(&nh, c->kr->primary);
+	inflight_set(c, slot, tfd);
+	ret = rkfs_file_reencrypt(f, fd, tfd, &nh, gk, &bad);
+	if (ret < 0) {
+		set_result(it, R_FAILED, auth_reason(ret, bad));
+		goto discard;
+	}
+	if (fsync(tfd) < 0) {
+		set_result(it, R_FAILED,
+			   xasprintf("fsync: %s", strerror(errno)));
+		goto discard;
+	}
+	ret = lock_dir(dfd, &held);
+	if (ret < 0) {
+		set_result(it, ret == -EWOULDBLOCK ? R_BUSY : R_FAILED,
+			   xasprintf("directory lock: %s", strerror(-ret)));
+		goto discard;
+	}
+	if (fstat(fd, &st) < 0 || !same_inode(dfd, base, &st)) {
+		set_result(it, R_SKIPPED,
+			   xasprintf("renamed, removed or replaced in a mount "
+				     "during the rewrite"));
+		goto unlock_discard;
+	}
+	if (st.st_nlink > 1) {
+		unlock_dir(dfd, held);
+		unlinkat(dfd, tmp, 0);
+		close_tmp(c, slot, tfd, it);
+		return -EAGAIN;
+	}
+	ret = copy_meta(fd, tfd, &st, &why);
+	if (ret < 0) {
+		set_result(it, R_FAILED, why);
+		goto unlock_discard;
+	}
+	ret = rkfs_rename_durable(dfd, tmp, dfd, base, 0);
+	unlock_dir(dfd, held);
+	close_tmp(c, slot, tfd, it);
+	if (ret < 0) {
+		unlinkat(dfd, tmp, 0);
+		set_result(it, R_FAILED,
+			   xasprintf("rename: %s", strerror(-ret)));
+		return R_FAILED;
+	}
+	set_result(it, R_MIGRATED, NULL);
+	return R_MIGRATED;
+unlock_discard:
+	unlock_dir(dfd, held);
+discard:
+	unlinkat(dfd, tmp, 0);
+	close_tmp(c, slot, tfd, it);
+	return it->result;
+}
+
+/*
+ * Rewrite a hard-linked file in place under an intent record.  Order, each
+ * step durable before the next: data temp (next to the file) written and
+ * fsynced; intent record in the root written atomically; the temp's bytes
+ * copied over the locked inode and fsynced; the record removed; the temp
+ * removed.  A crash anywhere leaves the old file, the new file, or a
+ * complete record that a rekey run or a mount (rkfs_rekey_recover) replays.
+ */
+static int rewrite_in_place(struct ctx *c, struct item *it, int dfd, int fd,
+			    struct rkfs_file *f, const struct stat *st,
+			    int slot)
+{
+	const char *base = it->path + it->base_off;
+	char tmp[64], iname[80], *text = NULL;
+	const unsigned char *gk;
+	struct rkfs_header nh;
+	struct rkfs_error err = {{0}};
+	struct intent in;
+	uint64_t bad = UINT64_MAX;
+	int tfd, ret, e;
+
+	memset(&in, 0, sizeof(in));
+	gk = rkfs_keyring_key(c->kr, c->kr->primary, &e);
+	if (gk == NULL) {
+		set_result(it, R_FAILED, key_reason(c, c->kr->primary, e));
+		return R_FAILED;
+	}
+	if (strlen(base) > NAME_MAX) {
+		set_result(it, R_FAILED, xasprintf("name too long"));
+		return R_FAILED;
+	}
+	tfd = make_temp(dfd, tmp, sizeof(tmp));
+	if (tfd < 0) {
+		set_result(
+		    it, R_FAILED,
+		    xasprintf("cannot create temp file: %s", strerror(-tfd)));
+		return R_FAILED;
+	}
+	snprintf(iname, sizeof(iname), "%s" INTENT_SUFFIX, tmp);
+	rkfs_header_init(&nh, c->kr->primary);
+	inflight_set(c, slot, tfd);
+	ret = rkfs_file_reencrypt(f, fd, tfd, &nh, gk, &bad);
+	if (ret < 0) {
+		set_result(it, R_FAILED, auth_reason(ret, bad));
+		goto discard;
+	}
+	/* the temp's data and its name are durable before a record names it */
+	if (fsync(tfd) < 0 || fsync_fd_dir(dfd) < 0) {
+		set_result(it, R_FAILED,
+			   xasprintf("fsync: %s", strerror(errno)));
+		goto discard;
+	}
+	in.dev = (uint64_t)st->st_dev;
+	in.ino = (uint64_t)st->st_ino;
+	in.size = rkfs_size_to_cipher(f->size);
+	in.times[0] = st->st_atim;
+	in.times[1] = st->st_mtim;
+	in.has_old = true;
+	memcpy(in.old_hdr, f->hdr.raw, RKFS_HEADER_LEN);
+	in.target = it->path;
+	in.temp = xasprintf("%.*s%s", (int)it->base_off, it->path, tmp);
+	text = in.temp ? intent_format(&in) : NULL;
+	free(in.temp);
+	if (text == NULL) {
+		set_result(it, R_FAILED, xasprintf("out of memory"));
+		goto discard;
+	}
+	/* From here on the intent, not this process, owns the outcome. */
+	ret = rkfs_write_atomic(c->rootfd, iname, text, strlen(text), 0600,
+				&err);
+	free(text);
+	if (ret < 0) {
+		set_result(it, R_FAILED,
+			   xasprintf("cannot write intent: %s", err.msg));
+		goto discard;
+	}
+	ret = copy_in_place(fd, tfd, in.size, in.times);
+	if (ret < 0) {
+		/* the intent stays: the next run or a mount finishes it */
+		set_result(it, R_FAILED,
+			   xasprintf("in-place copy failed (the next run "
+				     "finishes it): %s",
+				     strerror(-ret)));
+		close_tmp(c, slot, tfd, it);
+		return R_FAILED;
+	}
+	/* the record goes first: a temp without a record is plain garbage */
+	unlinkat(c->rootfd, iname, 0);
+	(void)fsync_fd_dir(c->rootfd);
+	unlinkat(dfd, tmp, 0);
+	close_tmp(c, slot, tfd, it);
+	(void)fsync_fd_dir(dfd);
+	set_result(it, R_MIGRATED, NULL);
+	return R_MIGRATED;
+discard:
+	unlinkat(dfd, tmp, 0);
+	close_tmp(c, slot, tfd, it);
+	return it->result;
+}
+
+/* Open, lock and re-check one file, then rewrite or verify it. */
+static void process_item(struct ctx *c, struct item *it, struct dcache *dc)
+{
+	const char *base = it->path + it->base_off;
+	bool rdwr = false;
+	struct rkfs_file f;
+	struct stat st;
+	int dfd, fd = -1, ret, attempt;
+	uint64_t bad = UINT64_MAX;
+
+	set_result(it, R_NONE, NULL);
+	for (attempt = 0; attempt < 4; attempt++) {
+		dfd = dcache_get(dc, c, it->path, it->base_off);
+		if (dfd < 0) {
+			set_result(
+			    it, R_SKIPPED,
+			    xasprintf("directory gone: %s", strerror(-dfd)));
+			return;
+		}
+		/* O_NOATIME: our reads must not change the atime we keep */
+		fd = openat(dfd, base,
+			    (rdwr ? O_RDWR : O_RDONLY) | O_NOFOLLOW |
+				O_NONBLOCK | O_CLOEXEC | O_NOATIME);
+		if (fd < 0 && errno == EPERM)
+			fd = openat(dfd, base,
+				    (rdwr ? O_RDWR : O_RDONLY) | O_NOFOLLOW |
+					O_NONBLOCK | O_CLOEXEC);
+		if (fd < 0) {
+			if (errno == ENOENT || errno == ELOOP)
+				set_result(it, R_SKIPPED,
+					   xasprintf("removed or renamed in a "
+						     "mount during the run"));
+			else
+				set_result(
+				    it, R_FAILED,
+				    xasprintf("open: %s", strerror(errno)));
+			return;
+		}
+		if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+			set_result(it, R_SKIPPED,
+				   xasprintf("no longer a regular file"));
+			goto out;
+		}
+		if (c->o->mode == RKFS_REKEY_REWRITE && st.st_nlink > 1 &&
+		    !rdwr) {
+			close(fd);
+			rdwr = true;
+			attempt--;
+			continue;
+		}
+		if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+			if (errno == EWOULDBLOCK)
+				set_result(it, R_BUSY,
+					   xasprintf("open in a mount"));
+			else
+				set_result(
+				    it, R_FAILED,
+				    xasprintf("flock: %s", strerror(errno)));
+			goto out;
+		}
+		if (same_inode(dfd, base, &st))
+			break;
+		close(fd);
+		fd = -1;
+	}
+	if (fd < 0) {
+		set_result(it, R_SKIPPED,
+			   xasprintf("keeps changing in a mount"));
+		return;
+	}
+	/* the size may have changed since the scan */
+	if (rkfs_size_to_plain(&it->plain, (uint64_t)st.st_size) < 0)
+		it->plain = 0;
+	ret = rkfs_file_load(&f, fd, c->kr);
+	if (ret < 0) {
+		set_result(it, R_FAILED, auth_reason(ret, UINT64_MAX));
+		goto out;
+	}
+	if (c->o->mode == RKFS_REKEY_VERIFY) {
+		if (f.has_header && f.key == NULL) {
+			set_result(it, R_FAILED,
+				   key_reason(c, f.hdr.generation, f.key_err));
+		} else {
+			ret = rkfs_file_verify(&f, fd, &bad);
+			if (ret < 0)
+				set_result(it, R_FAILED, auth_reason(ret, bad));
+			else
+				set_result(it, R_VERIFIED, NULL);
+		}
+		rkfs_file_release(&f);
+		goto out;
+	}
+	if (!f.has_header || f.hdr.generation == c->kr->primary) {
+		set_result(it, R_CURRENT, NULL);
+		rkfs_file_release(&f);
+		goto out;
+	}
+	if (f.key == NULL) {
+		set_result(it, R_FAILED,
+			   key_reason(c, f.hdr.generation, f.key_err));
+		rkfs_file_release(&f);
+		goto out;
+	}
+	if (st.st_nlink > 1) {
+		ret = rewrite_in_place(c, it, dfd, fd, &f, &st, dc->slot);
+	} else {
+		ret = rewrite_rename(c, it, dfd, fd, &f, dc->slot);
+		if (ret == -EAGAIN) {
+			/* gained a link: start over the in-place way */
+			rkfs_file_release(&f);
+			close(fd);
+			process_item(c, it, dc);
+			return;
+		}
+	}
+	rkfs_file_release(&f);
+out:
+	if (fd >= 0)
+		close(fd); /* releases the file lock */
+}
+
+/* --- worker pool ------------------------------------------------------ */
+
+struct pool {
+	struct ctx *c;
+	struct item **todo;
+	size_t n;
+	size_t next;
+	int workers; /* ids handed out, for progress slots */
+	pthread_mutex_t mu;
+};
+
+static void *worker(void *arg)
+{
+	struct pool *p = arg;
+	struct dcache dc = {NULL, -1, -1};
+	int id = __atomic_fetch_add(&p->workers, 1, __ATOMIC_RELAXED);
+
+	dc.slot = id < RKFS_REKEY_SLOTS ? id : -1;
+
+	for (;;) {
+		struct item *it;
+		size_t i;
+
+		if (stopping(p->c))
+			break;
+		pthread_mutex_lock(&p->mu);
+		i = p->next++;
+		pthread_mutex_unlock(&p->mu);
+		if (i >= p->n)
+			break;
+		it = p->todo[i];
+		process_item(p->c, it, &dc);
+		if (it->result != R_BUSY)
+			progress_add(p->c, 1, it->counted ? 0 : it->plain);
+		it->counted = false;
+	}
+	dcache_drop(&dc);
+	return NULL;
+}
+
+static void run_pool(struct ctx *c, struct item **todo, size_t n)
+{
+	unsigned jobs = c->o->jobs;
+	pthread_t *th;
+	struct pool p = {.c = c, .todo = todo, .n = n};
+	unsigned started = 0;
+
+	if (jobs == 0) {
+		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+
+		jobs = cpus > 0 ? (unsigned)cpus : 1;
+	}
+	if (jobs > n)
+		jobs = n ? (unsigned)n : 1;
+	pthread_mutex_init(&p.mu, NULL);
+	th = calloc(jobs, sizeof(*th));
+	if (th)
+		for (; started < jobs; started++)
+			if (pthread_create(&th[started], NULL, worker, &p) != 0)
+				break;
+	if (started == 0)
+		worker(&p); /* no threads: do it here */
+	for (unsigned i = 0; i < started; i++)
+		pthread_join(th[i], NULL);
+	free(th);
+	pthread_mutex_destroy(&p.mu);
+}
+
+/* --- leftovers of a crashed run --------------------------------------- */
+
+static const struct item *find_inode(const struct scan *s, uint64_t dev,
+				     uint64_t ino)
+{
+	for (size_t i = 0; i < s->n; i++)
+		if ((uint64_t)s->v[i].dev == dev &&
+		    (uint64_t)s->v[i].ino == ino)
+			return &s->v[i];
+	return NULL;
+}
+
+static struct leftover *find_leftover(struct scan *s, const char *path)
+{
+	for (size_t i = 0; i < s->nlo; i++)
+		if (strcmp(s->lo[i].path, path) == 0)
+			return &s->lo[i];
+	return NULL;
+}
+
+/* Is fd/path the inode of the intent?  On success returns an O_RDWR fd. */
+static int open_checked(int dfd, const char *name, const struct intent *in)
+{
+	struct stat st;
+	int fd;
+
+	fd = openat(dfd, name, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) == 0 && (uint64_t)st.st_dev == in->dev &&
+	    (uint64_t)st.st_ino == in->ino && S_ISREG(st.st_mode))
+		return fd;
+	close(fd);
+	return -ENOENT;
+}
+
+/*
+ * Open the intent's target: by its recorded path, else (renamed in a mount
+ * since) by inode, from the run's scan or from a scan made for the purpose.
+ */
+static int open_target(struct ctx *c, const struct intent *in,
+		       struct dcache *dc)
+{
+	const struct item *it;
+	int fd, tdfd;
+
+	tdfd = dcache_get(dc, c, in->target, in->target_off);
+	if (tdfd >= 0) {
+		fd = open_checked(tdfd, in->target + in->target_off, in);
+		if (fd >= 0)
+			return fd;
+	}
+	if (c->scan == NULL) {
+		if (scan_tree(c, &c->lazy) < 0) {
+			scan_free(&c->lazy);
+			return -ENOENT;
+		}
+		c->scan = &c->lazy;
+	}
+	it = find_inode(c->scan, in->dev, in->ino);
+	if (it == NULL)
+		return -ENOENT;
+	tdfd = dcache_get(dc, c, it->path, it->base_off);
+	if (tdfd < 0)
+		return tdfd;
+	return open_checked(tdfd, it->path + it->base_off, in);
+}
+
+/* 1 if the first size bytes of a and b are equal (and both that long). */
+static int files_equal(int a, int b, uint64_t size)
+{
+	uint8_t *x = malloc(COPY_CHUNK), *y = malloc(COPY_CHUNK);
+	struct stat st;
+	uint64_t off;
+	int ret = 1;
+
+	if (x == NULL || y == NULL) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	if (fstat(a, &st) < 0 || (uint64_t)st.st_size != size) {
+		ret = 0;
+		goto out;
+	}
+	for (off = 0; off < size && ret == 1;) {
+		size_t n = size - off < COPY_CHUNK ? (size_t)(size - off)
+						   : COPY_CHUNK;
+		ssize_t ga = rkfs_pread_full(a, x, n, (off_t)off);
+		ssize_t gb = rkfs_pread_full(b, y, n, (off_t)off);
+
+		if (ga < 0 || gb < 0)
+			ret = ga < 0 ? (int)ga : (int)gb;
+		else if ((size_t)ga != n || (size_t)gb != n ||
+			 memcmp(x, y, n) != 0) /* not secret: ciphertext */
+			ret = 0;
+		off += n;
+	}
+out:
+	free(x);
+	free(y);
+	return ret;
+}
+
+/* Does fd authenticate completely under its own header? */
+static bool file_intact(const struct rkfs_keyring *kr, int fd)
+{
+	struct rkfs_file f;
+	uint64_t bad = UINT64_MAX;
+	bool ok;
+
+	if (kr == NULL || rkfs_file_load(&f, fd, kr) < 0)
+		return false;
+	ok = !(f.has_header && f.key == NULL) &&
+	     rkfs_file_verify(&f, fd, &bad) == 0;
+	rkfs_file_release(&f);
+	return ok;
+}
+
+/*
+ * Finish one interrupted in-place rewrite.  Returns 1 when the target now
+ * holds the new version; 0 when there is nothing to finish (data temp
+ * missing or incomplete, target gone, or the target is a complete version
+ * of its own: its old version untouched, or rewritten in a mount since);
+ * -EBUSY when the target stays open in a mount for wait seconds (unless
+ * force); another -errno when the copy fails.
+ *
+ * The target's current bytes decide: equal to the temp, the copy is done
+ * (times and fsync are redone); a header that is neither the recorded old
+ * one nor the new one, or a file that authenticates completely, means the
+ * copy never started or the file was rewritten since: left alone.
+ * Anything else is the mix a crash leaves: the copy is replayed.
+ */
+static int replay_one(struct ctx *c, const struct intent *in, bool force,
+		      double wait)
+{
+	struct dcache dc = {NULL, -1, -1};
+	uint8_t th[RKFS_HEADER_LEN], nh[RKFS_HEADER_LEN];
+	double until = now_sec() + wait;
+	struct stat st;
+	ssize_t n;
+	int ddfd, tfd = -1, fd = -1, ret = 0;
+
+	ddfd = open_parent(c, in->temp, in->temp_off);
+	if (ddfd < 0)
+		return 0;
+	tfd = openat(ddfd, in->temp + in->temp_off,
+		     O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (tfd < 0 || fstat(tfd, &st) < 0 || !S_ISREG(st.st_mode) ||
+	    (uint64_t)st.st_size != in->size ||
+	    rkfs_pread_full(tfd, nh, sizeof(nh), 0) != (ssize_t)sizeof(nh))
+		goto out; /* not a complete intent: plain leftover */
+	fd = open_target(c, in, &dc);
+	if (fd < 0)
+		goto out; /* the file was removed: nothing to finish */
+	while (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		if (errno != EWOULDBLOCK && errno != EINTR) {
+			ret = -errno;
+			goto out;
+		}
+		if (force)
+			break;
+		if (now_sec() >= until || stopping(c)) {
+			ret = -EBUSY;
+			goto out;
+		}
+		sleep_sec(0.1);
+	}
+	n = rkfs_pread_full(fd, th, sizeof(th), 0);
+	if (in->has_old &&
+	    (n != (ssize_t)sizeof(th) ||
+	     (memcmp(th, in->old_hdr, sizeof(th)) != 0 && /* not secret */
+	      memcmp(th, nh, sizeof(th)) != 0)))	   /* not secret */
+		goto out;
+	ret = files_equal(fd, tfd, in->size);
+	if (ret < 0)
+		goto out;
+	if (ret == 0 && file_intact(c->kr, fd))
+		goto out;
+	ret = copy_in_place(fd, tfd, in->size, in->times);
+	if (ret == 0)
+		ret = 1;
+out:
+	if (fd >= 0)
+		close(fd); /* releases the file lock */
+	if (tfd >= 0)
+		close(tfd);
+	dcache_drop(&dc);
+	close(ddfd);
+	return ret;
+}
+
+/* Read and parse the intent record at dfd/name (path: relative to root). */
+static int intent_load(struct intent *in, int dfd, const char *name,
+		       const char *path, size_t base_off)
+{
+	char *text = NULL;
+	size_t len;
+	int ret;
+
+	ret = rkfs_read_small_file(&text, &len, dfd, name, INTENT_MAX, false);
+	if (ret < 0)
+		return ret;
+	ret = intent_parse(in, text, path, base_off);
+	free(text);
+	return ret;
+}
+
+/* Finish one interrupted in-place rewrite found by the scan. */
+static int replay_intent(struct ctx *c, struct leftover *lo)
+{
+	struct leftover *data;
+	struct intent in;
+	int dfd, ret;
+
+	dfd = open_parent(c, lo->path, lo->base_off);
+	if (dfd < 0)
+		return 0;
+	ret = intent_load(&in, dfd, lo->path + lo->base_off, lo->path,
+			  lo->base_off);
+	close(dfd);
+	if (ret < 0)
+		return 0; /* not a complete intent: plain leftover */
+	data = find_leftover(c->scan, in.temp);
+	if (data == NULL) {
+		intent_free(&in);
+		return 0;
+	}
+	ret = replay_one(c, &in, false, c->o->wait > 10 ? c->o->wait : 10);
+	if (ret < 0) {
+		lo->keep = true;
+		data->keep = true;
+		(void)inoset_add(&c->done, (dev_t)in.dev, (ino_t)in.ino);
+		(void)list_add(&c->rep->failed, lo->path,
+			       ret == -EBUSY
+				   ? "interrupted rewrite cannot be finished: "
+				     "the file is open in a mount"
+				   : "interrupted rewrite cannot be finished");
+		ret = 0;
+	}
+	intent_free(&in);
+	return ret;
+}
+
+static void clean_leftovers(struct ctx *c)
+{
+	struct scan *s = c->scan;
+
+	/* intents first: they own their data temp until replayed */
+	for (size_t i = 0; i < s->nlo; i++)
+		if (s->lo[i].intent && replay_intent(c, &s->lo[i]) > 0)
+			c->rep->resumed++;
+	for (size_t i = 0; i < s->nlo; i++) {
+		struct leftover *lo = &s->lo[i];
+		int dfd;
+
+		if (lo->keep)
+			continue;
+		dfd = open_parent(c, lo->path, lo->base_off);
+		if (dfd < 0)
+			continue;
+		if (unlinkat(dfd, lo->path + lo->base_off, 0) == 0) {
+			c->rep->temps_removed++;
+			(void)fsync_fd_dir(dfd);
+		}
+		close(dfd);
+	}
+}
+
+/* Names of the intent records in the root directory. */
+static int list_intents(int rootfd, char ***names, size_t *n)
+{
+	size_t pl = strlen(RKFS_TMP_PREFIX), sl = strlen(INTENT_SUFFIX);
+	struct dirent *de;
+	size_t cap = 0;
+	int fd, ret = 0;
+	DIR *d;
+
+	*names = NULL;
+	*n = 0;
+	fd = openat(rootfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	d = fdopendir(fd);
+	if (d == NULL) {
+		close(fd);
+		return -errno;
+	}
+	while ((de = readdir(d)) != NULL) {
+		size_t len = strlen(de->d_name);
+
+		if (len <= pl + sl ||
+		    strncmp(de->d_name, RKFS_TMP_PREFIX, pl) != 0 ||
+		    strcmp(de->d_name + len - sl, INTENT_SUFFIX) != 0)
+			continue;
+		if (*n == cap) {
+			char **v;
+
+			cap = cap ? cap * 2 : 4;
+			v = realloc(*names, cap * sizeof(*v));
+			if (v == NULL) {
+				ret = -ENOMEM;
+				break;
+			}
+			*names = v;
+		}
+		(*names)[*n] = strdup(de->d_name);
+		if ((*names)[*n] == NULL) {
+			ret = -ENOMEM;
+			break;
+		}
+		(*n)++;
+	}
+	closedir(d);
+	return ret;
+}
+
+static void free_names(char **names, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+}
+
+/* Remove a handled intent record, then its data temp. */
+static void drop_intent(struct ctx *c, const char *iname,
+			const struct intent *in)
+{
+	int dfd;
+
+	if (unlinkat(c->rootfd, iname, 0) < 0)
+		return;
+	(void)fsync_fd_dir(c->rootfd);
+	dfd = open_parent(c, in->temp, in->temp_off);
+	if (dfd < 0)
+		return;
+	if (unlinkat(dfd, in->temp + in->temp_off, 0) == 0)
+		(void)fsync_fd_dir(dfd);
+	close(dfd);
+}
+
+int rkfs_rekey_recover(int rootfd, const char *root,
+		       const struct rkfs_keyring *kr, unsigned flags,
+		       unsigned *replayed, struct rkfs_error *err)
+{
+	static const struct rkfs_rekey_opts ropts = {.mode = RKFS_REKEY_VERIFY};
+	struct rkfs_rekey_report rep;
+	struct ctx c = {.root = root, .kr = kr, .o = &ropts, .rep = &rep};
+	char **names = NULL;
+	size_t n = 0;
+	struct stat st;
+	int lockfd = -1, ret;
+
+	memset(&rep, 0, sizeof(rep));
+	if (replayed)
+		*replayed = 0;
+	/* the common case, nothing to do: one listing of the root */
+	ret = list_intents(rootfd, &names, &n);
+	if (ret < 0)
+		return rkfs_error_set(err, ret, "%s: cannot list: %s", root,
+				      strerror(-ret));
+	if (n == 0)
+		return 0;
+	free_names(names, n);
+	names = NULL;
+	n = 0;
+	c.rootfd = openat(rootfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (c.rootfd < 0 || fstat(c.rootfd, &st) < 0) {
+		ret = rkfs_error_set(err, -errno, "%s: %s", root,
+				     strerror(errno));
+		goto out;
+	}
+	c.rootdev = st.st_dev;
+	lockfd = openat(c.rootfd, RKFS_LOCK_NAME,
+			O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (lockfd < 0) {
+		ret = rkfs_error_set(err, -errno, "%s/%s: cannot open: %s",
+				     root, RKFS_LOCK_NAME, strerror(errno));
+		goto out;
+	}
+	if (flock(lockfd, LOCK_EX | LOCK_NB) < 0) {
+		/* a rekey run holds it: it replays the records itself */
+		ret = errno == EWOULDBLOCK
+			  ? 0
+			  : rkfs_error_set(err, -errno, "%s/%s: flock: %s",
+					   root, RKFS_LOCK_NAME,
+					   strerror(errno));
+		goto out;
+	}
+	/* again under the lock: a run may have finished meanwhile */
+	ret = list_intents(c.rootfd, &names, &n);
+	if (ret < 0) {
+		rkfs_error_set(err, ret, "%s: cannot list: %s", root,
+			       strerror(-ret));
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct intent in;
+		int r;
+
+		if (intent_load(&in, c.rootfd, names[i], names[i], 0) < 0)
+			continue; /* not a complete record: the tool's job */
+		r = replay_one(&c, &in, flags & RKFS_REKEY_RECOVER_IN_MOUNT,
+			       0);
+		if (r > 0 && replayed)
+			(*replayed)++;
+		if (r >= 0)
+			drop_intent(&c, names[i], &in);
+		else if (r != -EBUSY && ret == 0)
+			ret = rkfs_error_set(
+			    err, r,
+			    "%s/%s: cannot finish the interrupted rewrite of "
+			    "%s: %s",
+			    root, names[i], in.target, strerror(-r));
+		intent_free(&in);
+	}
+out:
+	free_names(names, n);
+	if (lockfd >= 0)
+		close(lockfd);
+	if (c.scan == &c.lazy)
+		scan_free(&c.lazy);
+	inoset_free(&c.done);
+	rkfs_rekey_report_free(&rep);
+	if (c.rootfd >= 0)
+		close(c.rootfd);
+	return ret;
+}
+
+/* --- passes ----------------------------------------------------------- */
+
+static bool needs_work(const struct ctx *c, const struct item *it)
+{
+	if (inoset_has(&c->done, it->dev, it->ino))
+		return false;
+	switch (c->o->mode) {
+	case RKFS_REKEY_VERIFY:
+		return it->hdr != H_NONE;
+	case RKFS_REKEY_REWRITE:
+		return it->hdr == H_BAD ||
+		       (it->hdr == H_OK && it->gen != c->kr->primary);
+	default:
+		return false;
+	}
+}
+
+/* Process todo, retrying busy files until the wait runs out; record. */
+static void work_pass(struct ctx *c, struct item **todo, size_t n,
+		      double deadline)
+{
+	size_t nb;
+
+	for (;;) {
+		run_pool(c, todo, n);
+		nb = 0;
+		for (size_t i = 0; i < n; i++)
+			if (todo[i]->result == R_BUSY)
+				todo[nb++] = todo[i];
+		if (nb == 0 || stopping(c) || now_sec() >= deadline)
+			break;
+		sleep_sec(0.25);
+		n = nb;
+	}
+}
+
+static bool in_busy(const struct rkfs_rekey_report *rep, const char *path)
+{
+	for (size_t b = 0; b < rep->busy.count; b++)
+		if (strcmp(rep->busy.v[b].path, path) == 0)
+			return true;
+	return false;
+}
+
+static int record(struct ctx *c, struct scan *s)
+{
+	struct rkfs_rekey_report *rep = c->rep;
+	int ret = 0;
+
+	for (size_t i = 0; i < s->n && ret == 0; i++) {
+		struct item *it = &s->v[i];
+
+		switch (it->result) {
+		case R_MIGRATED:
+			rep->migrated++;
+			rep->bytes_rewritten += it->plain;
+			break;
+		case R_CURRENT:
+			rep->current++;
+			break;
+		case R_VERIFIED:
+			rep->verified++;
+			break;
+		case R_BUSY:
+			ret = list_add(&rep->busy, it->path, it->reason);
+			break;
+		case R_FAILED:
+			(void)inoset_add(&c->done, it->dev, it->ino);
+			ret = list_add(&rep->failed, it->path, it->reason);
+			break;
+		case R_SKIPPED:
+			ret = list_add(&rep->skipped, it->path, it->reason);
+			break;
+		case R_NONE:
+			break;
+		}
+	}
+	return ret;
+}
+
+static int run_work(struct ctx *c, struct scan *s)
+{
+	struct rkfs_rekey_report *rep = c->rep;
+	double deadline = now_sec() + (c->o->wait > 0 ? c->o->wait : 0);
+	struct item **todo;
+	int ret = 0, pass;
+
+	for (pass = 0; pass < MAX_PASSES; pass++) {
+		size_t n = 0;
+
+		todo = malloc((s->n ? s->n : 1) * sizeof(*todo));
+		if (todo == NULL)
+			return -ENOMEM;
+		for (size_t i = 0; i < s->n; i++) {
+			if (pass == 0 && c->o->mode == RKFS_REKEY_REWRITE &&
+			    !needs_work(c, &s->v[i]) &&
+			    !inoset_has(&c->done, s->v[i].dev, s->v[i].ino))
+				s->v[i].result = R_CURRENT;
+			if (needs_work(c, &s->v[i]) &&
+			    (pass == 0 || !in_busy(rep, s->v[i].path)))
+				todo[n++] = &s->v[i];
+		}
+		if (c->o->progress && pass == 0) {
+			uint64_t b = 0;
+
+			for (size_t i = 0; i < n; i++)
+				b += todo[i]->plain;
+			c->o->progress->files_total = n;
+			c->o->progress->bytes_total = b;
+			c->o->progress->phase = 1;
+		} else if (c->o->progress) {
+			for (size_t i = 0; i < n; i++) {
+				__atomic_add_fetch(&c->o->progress->files_total,
+						   1, __ATOMIC_RELAXED);
+				__atomic_add_fetch(&c->o->progress->bytes_total,
+						   todo[i]->plain,
+						   __ATOMIC_RELAXED);
+			}
+		}
+		if (n)
+			work_pass(c, todo, n, deadline);
+		free(todo);
+		ret = record(c, s);
+		if (ret < 0)
+			return ret;
+		if (c->o->mode != RKFS_REKEY_REWRITE)
+			return 0;
+		/* the "after" scan; it also finds files renamed mid-run */
+		scan_free(s);
+		ret = scan_tree(c, s);
+		if (ret < 0)
+			return ret;
+		c->scan = s;
+		if (stopping(c) || n == 0)
+			break;
+		n = 0;
+		for (size_t i = 0; i < s->n; i++)
+			if (needs_work(c, &s->v[i]) &&
+			    !in_busy(rep, s->v[i].path))
+				n++;
+		if (n == 0)
+			break;
+		/* files renamed mid-run turned up under new names: go again */
+	}
+	free(rep->after);
+	ret = count_gens(&rep->after, &rep->nafter, s);
+	if (ret < 0)
+		return ret;
+	rep->remaining = 0;
+	for (size_t i = 0; i < s->n; i++)
+		if (s->v[i].hdr == H_BAD ||
+		    (s->v[i].hdr == H_OK && s->v[i].gen != c->kr->primary))
+			rep->remaining++;
+	return 0;
+}
+
+/* --- entry point ------------------------------------------------------ */
+
+static int take_lock(struct ctx *c, int *lockfd, struct rkfs_error *err)
+{
+	int fd = openat(c->rootfd, RKFS_LOCK_NAME,
+			O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+
+	if (fd < 0)
+		return rkfs_error_set(err, -errno, "%s/%s: cannot open: %s",
+				      c->root, RKFS_LOCK_NAME, strerror(errno));
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		int e = errno;
+
+		close(fd);
+		if (e == EWOULDBLOCK)
+			return rkfs_error_set(
+			    err, -EWOULDBLOCK,
+			    "%s: another rekeyfs-rekey is running on this "
+			    "tree (%s is locked); wait for it to finish",
+			    c->root, RKFS_LOCK_NAME);
+		return rkfs_error_set(err, -e, "%s/%s: flock: %s", c->root,
+				      RKFS_LOCK_NAME, strerror(e));
+	}
+	*lockfd = fd;
+	return 0;
+}
+
+static int check_keyring(struct ctx *c, struct rkfs_meta **m,
+			 struct rkfs_error *err)
+{
+	const unsigned char *gk;
+	int e, ret;
+
+	if (c->kr == NULL) {
+		if (c->o->mode != RKFS_REKEY_STATUS)
+			return rkfs_error_set(err, -EINVAL,
+					      "a keyring is required");
+		ret = rkfs_meta_load(m, c->rootfd, err);
+		if (ret == -ENOENT)
+			return rkfs_error_set(err, ret,
+					      "%s: not a rekeyfs backing "
+					      "directory (no %s)",
+					      c->root, RKFS_META_NAME);
+		return ret;
+	}
+	ret = rkfs_meta_open(m, c->rootfd, c->root, c->kr, 0, err);
+	if (ret < 0)
+		return ret;
+	if (c->o->mode == RKFS_REKEY_REWRITE) {
+		if (c->kr->primary == 0)
+			return rkfs_error_set(err, -ENOKEY,
+					      "%s: the keyring has no primary "
+					      "generation",
+					      c->kr->path ? c->kr->path
+							  : "keyring");
+		gk = rkfs_keyring_key(c->kr, c->kr->primary, &e);
+		if (gk == NULL)
+			return rkfs_error_set(
+			    err, e,
+			    "%s: primary generation %u has no "
+			    "usable key",
+			    c->kr->path ? c->kr->path : "keyring",
+			    c->kr->primary);
+	}
+	return 0;
+}
+
+int rkfs_rekey_run(struct rkfs_rekey_report *rep, const char *root,
+		   const struct rkfs_keyring *kr,
+		   const struct rkfs_rekey_opts *opts, struct rkfs_error *err)
+{
+	struct ctx c = {.root = root, .kr = kr, .o = opts, .rep = rep};
+	struct rkfs_meta *m = NULL;
+	struct scan s = {0};
+	struct stat st;
+	double t0 = now_sec();
+	int lockfd = -1, ret;
+
+	memset(rep, 0, sizeof(*rep));
+	rep->mode = opts->mode;
+	rep->target = kr ? kr->primary : 0;
+	c.rootfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (c.rootfd < 0)
+		return rkfs_error_set(err, -errno, "%s: %s", root,
+				      strerror(errno));
+	if (fstat(c.rootfd, &st) < 0) {
+		ret = rkfs_error_set(err, -errno, "%s: %s", root,
+				     strerror(errno));
+		goto out;
+	}
+	c.rootdev = st.st_dev;
+	ret = check_keyring(&c, &m, err);
+	if (ret < 0)
+		goto out;
+	if (opts->mode == RKFS_REKEY_REWRITE ||
+	    opts->mode == RKFS_REKEY_VERIFY) {
+		ret = take_lock(&c, &lockfd, err);
+		if (ret < 0)
+			goto out;
+		if (opts->mode == RKFS_REKEY_REWRITE) {
+			ret = rkfs_meta_record(m, c.rootfd, kr, kr->primary,
+					       root, err);
+			if (ret < 0)
+				goto out;
+		}
+	}
+	ret = scan_tree(&c, &s);
+	if (ret < 0) {
+		rkfs_error_set(err, ret, "%s: scan: %s", root, strerror(-ret));
+		goto out;
+	}
+	c.scan = &s;
+	if (lockfd >= 0 && s.nlo) {
+		clean_leftovers(&c);
+		if (rep->resumed) {
+			scan_free(&s);
+			ret = scan_tree(&c, &s);
+			if (ret < 0) {
+				rkfs_error_set(err, ret, "%s: scan: %s", root,
+					       strerror(-ret));
+				goto out;
+			}
+			c.scan = &s;
+		}
+	}
+	rep->files = s.n;
+	ret = count_gens(&rep->before, &rep->nbefore, &s);
+	if (ret < 0)
+		goto out;
+	for (size_t i = 0; i < s.n; i++) {
+		const struct item *it = &s.v[i];
+
+		if (it->hdr == H_BAD)
+			rep->bad_headers++;
+		if (opts->mode == RKFS_REKEY_STATUS && opts->list &&
+		    ((it->hdr == H_OK && it->gen == opts->list_generation) ||
+		     (it->hdr == H_NONE && opts->list_generation == 0)))
+			ret = list_add(&rep->listed, it->path, NULL);
+		if (opts->mode == RKFS_REKEY_DRY_RUN && it->hdr == H_BAD)
+			ret =
+			    list_add(&rep->failed, it->path,
+				     "corrupt: impossible size or bad header");
+		if (opts->mode == RKFS_REKEY_DRY_RUN && it->hdr == H_OK &&
+		    it->gen != kr->primary) {
+			char *why = NULL;
+			int e;
+
+			if (rkfs_keyring_find(kr, it->gen) == NULL ||
+			    (rkfs_keyring_key(kr, it->gen, &e) == NULL &&
+			     rkfs_keyring_find(kr, it->gen)->state !=
+				 RKFS_GEN_ENABLED)) {
+				why = key_reason(&c, it->gen, -ENOKEY);
+				ret = list_add(&rep->failed, it->path, why);
+			} else {
+				why = xasprintf("generation %u -> %u", it->gen,
+						kr->primary);
+				ret = list_add(&rep->listed, it->path, why);
+				rep->would_rewrite++;
+			}
+			free(why);
+		}
+		if (opts->mode == RKFS_REKEY_DRY_RUN &&
+		    (it->hdr == H_NONE ||
+		     (it->hdr == H_OK && it->gen == kr->primary)))
+			rep->current++;
+		if (ret < 0)
+			goto out;
+	}
+	if (opts->mode == RKFS_REKEY_REWRITE || opts->mode == RKFS_REKEY_VERIFY)
+		ret = run_work(&c, &s);
+	if (opts->mode == RKFS_REKEY_STATUS || opts->mode == RKFS_REKEY_DRY_RUN)
+		for (size_t i = 0; i < s.n; i++)
+			if (s.v[i].hdr == H_BAD || (kr && s.v[i].hdr == H_OK &&
+						    s.v[i].gen != kr->primary))
+				rep->remaining++;
+	if (ret < 0)
+		rkfs_error_set(err, ret, "%s: %s", root, strerror(-ret));
+	rep->interrupted = stopping(&c);
+out:
+	if (opts->progress)
+		opts->progress->phase = 2;
+	rep->elapsed = now_sec() - t0;
+	scan_free(&s);
+	inoset_free(&c.done);
+	rkfs_meta_free(m);
+	if (lockfd >= 0)
+		close(lockfd);
+	close(c.rootfd);
+	return ret;
+}

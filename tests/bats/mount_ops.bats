@@ -1,0 +1,320 @@
+#!/usr/bin/env bats
+# rekeyfs mount: every namespace and metadata operation, with the errno
+# values a local filesystem (ext4) gives.
+
+load helpers
+
+PY=/usr/bin/python3
+
+setup() {
+	rk_setup
+	rk_keyring "$KR" "" 1
+	rk_mount
+}
+
+teardown() {
+	rk_teardown
+}
+
+# errno_of PYTHON-EXPR: run an os call, print the errno name or OK
+errno_of() {
+	"$PY" -c '
+import os, sys, errno, ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+def renameat2(a, b, flags):
+    r = libc.renameat2(-100, a.encode(), -100, b.encode(), flags)
+    if r != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+try:
+    exec(sys.argv[1])
+    print("OK")
+except OSError as e:
+    print(errno.errorcode[e.errno])
+' "$1"
+}
+
+@test "errno values match a local filesystem" {
+	mkdir "$MNT/d" "$MNT/e"
+	echo x > "$MNT/f"
+	echo y > "$MNT/e/g"
+	[ "$(errno_of "os.mkdir('$MNT/d')")" = EEXIST ]
+	[ "$(errno_of "os.rmdir('$MNT/e')")" = ENOTEMPTY ]
+	[ "$(errno_of "os.rmdir('$MNT/f')")" = ENOTDIR ]
+	[ "$(errno_of "os.unlink('$MNT/d')")" = EISDIR ]
+	[ "$(errno_of "os.unlink('$MNT/nope')")" = ENOENT ]
+	[ "$(errno_of "open('$MNT/f/x', 'w')")" = ENOTDIR ]
+	[ "$(errno_of "open('$MNT/d', 'w')")" = EISDIR ]
+	[ "$(errno_of "os.open('$MNT/f', os.O_CREAT | os.O_EXCL | os.O_WRONLY)")" = EEXIST ]
+	[ "$(errno_of "os.rename('$MNT/d', '$MNT/f')")" = ENOTDIR ]
+	[ "$(errno_of "os.rename('$MNT/f', '$MNT/d')")" = EISDIR ]
+	[ "$(errno_of "os.rename('$MNT/d', '$MNT/e')")" = ENOTEMPTY ]
+	[ "$(errno_of "os.rename('$MNT/d', '$MNT/d/sub')")" = EINVAL ]
+	[ "$(errno_of "os.link('$MNT/d', '$MNT/dl')")" = EPERM ]
+	[ "$(errno_of "os.link('$MNT/f', '$MNT/e/g')")" = EEXIST ]
+	[ "$(errno_of "os.readlink('$MNT/f')")" = EINVAL ]
+	[ "$(errno_of "os.open('$MNT/' + 'a' * 256, os.O_CREAT | os.O_WRONLY)")" = ENAMETOOLONG ]
+	[ "$(errno_of "os.getxattr('$MNT/f', 'user.none')")" = ENODATA ]
+	[ "$(errno_of "os.open('$MNT/f', os.O_RDONLY | os.O_DIRECTORY)")" = ENOTDIR ]
+}
+
+@test "rename, RENAME_NOREPLACE and RENAME_EXCHANGE" {
+	echo one > "$MNT/a"
+	echo two > "$MNT/b"
+	mkdir "$MNT/dir"
+	[ "$(errno_of "renameat2('$MNT/a', '$MNT/b', 1)")" = EEXIST ]
+	[ "$(cat "$MNT/a")" = one ]
+	[ "$(errno_of "renameat2('$MNT/a', '$MNT/b', 2)")" = OK ]
+	[ "$(cat "$MNT/a")" = two ]
+	[ "$(cat "$MNT/b")" = one ]
+	[ "$(errno_of "renameat2('$MNT/a', '$MNT/c', 2)")" = ENOENT ]
+	[ "$(errno_of "renameat2('$MNT/a', '$MNT/c', 1)")" = OK ]
+	[ "$(errno_of "renameat2('$MNT/c', '$MNT/dir/c', 0)")" = OK ]
+	[ "$(cat "$MNT/dir/c")" = two ]
+	# plain rename over an existing file
+	mv -f "$MNT/b" "$MNT/dir/c"
+	[ "$(cat "$MNT/dir/c")" = one ]
+	[ ! -e "$MNT/b" ]
+	# exchange a file and a directory
+	echo f > "$MNT/x"
+	[ "$(errno_of "renameat2('$MNT/x', '$MNT/dir', 2)")" = OK ]
+	[ -d "$MNT/x" ] && [ -f "$MNT/dir" ]
+	[ "$(cat "$MNT/x/c")" = one ]
+}
+
+@test "hard links share content and keep both names" {
+	echo orig > "$MNT/a"
+	ln "$MNT/a" "$MNT/b"
+	[ "$(stat -c %h "$MNT/a")" -eq 2 ]
+	[ "$(stat -c %i "$MNT/a")" = "$(stat -c %i "$MNT/b")" ]
+	echo changed >> "$MNT/b"
+	# each name is its own kernel inode (libfuse high-level API): the
+	# other name sees the new size once its 1 s attribute cache expires
+	sleep 1.1
+	[ "$(cat "$MNT/a")" = "$(printf 'orig\nchanged')" ]
+	rm "$MNT/a"
+	[ "$(head -1 "$MNT/b")" = orig ]
+	[ "$(stat -c %h "$MNT/b")" -eq 1 ]
+}
+
+@test "symlinks store their targets as-is" {
+	echo data > "$MNT/t"
+	ln -s t "$MNT/rel"
+	ln -s /nonexistent/abs/path "$MNT/abs"
+	long=$(printf 'x%.0s' $(seq 1 4000))
+	ln -s "$long" "$MNT/long"
+	[ "$(readlink "$MNT/rel")" = t ]
+	[ "$(cat "$MNT/rel")" = data ]
+	[ "$(readlink "$MNT/abs")" = /nonexistent/abs/path ]
+	[ "$(readlink "$MNT/long")" = "$long" ]
+	[ "$(readlink "$BACK/rel")" = t ]
+	[ -L "$MNT/rel" ]
+	run ln -s t "$MNT/rel"
+	[ "$status" -ne 0 ]
+}
+
+@test "mknod: fifos and device nodes" {
+	mkfifo -m 640 "$MNT/fifo"
+	[ -p "$MNT/fifo" ]
+	[ "$(stat -c %a "$MNT/fifo")" = 640 ]
+	(echo through > "$MNT/fifo" &)
+	[ "$(timeout 5 cat "$MNT/fifo")" = through ]
+	mknod "$MNT/null" c 1 3
+	[ -c "$MNT/null" ]
+	[ "$(stat -c '%t,%T' "$MNT/null")" = "1,3" ]
+	# a regular file made with mknod gets its header
+	"$PY" -c 'import os,stat,sys; os.mknod(sys.argv[1], 0o600 | stat.S_IFREG)' "$MNT/reg"
+	[ "$(stat -c %s "$BACK/reg")" -eq 32 ]
+	echo hi >> "$MNT/reg"
+	[ "$(cat "$MNT/reg")" = hi ]
+}
+
+@test "chmod and chown, modes exactly as asked" {
+	"$PY" -c '
+import os, sys
+os.umask(0)
+fd = os.open(sys.argv[1] + "/m", os.O_CREAT | os.O_WRONLY, 0o4751)
+os.close(fd)
+os.mkdir(sys.argv[1] + "/dm", 0o1777)
+' "$MNT"
+	[ "$(stat -c %a "$MNT/m")" = 4751 ]
+	[ "$(stat -c %a "$BACK/m")" = 4751 ]
+	[ "$(stat -c %a "$MNT/dm")" = 1777 ]
+	chmod 0 "$MNT/m"
+	[ "$(stat -c %a "$MNT/m")" = 0 ]
+	chmod 2755 "$MNT/m"
+	[ "$(stat -c %a "$MNT/m")" = 2755 ]
+	chown 1234:5678 "$MNT/m"
+	[ "$(stat -c %u:%g "$MNT/m")" = 1234:5678 ]
+	[ "$(stat -c %u:%g "$BACK/m")" = 1234:5678 ]
+	ln -s m "$MNT/lm"
+	chown -h 42:43 "$MNT/lm"
+	[ "$(stat -c %u:%g "$MNT/lm")" = 42:43 ]
+	[ "$(stat -c %u:%g "$MNT/m")" = 1234:5678 ]
+	# chmod through an open descriptor
+	"$PY" -c '
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+os.fchmod(fd, 0o640)
+os.close(fd)
+' "$MNT/m"
+	[ "$(stat -c %a "$MNT/m")" = 640 ]
+}
+
+@test "timestamps: nanoseconds, UTIME_OMIT, symlinks, getattr changes nothing" {
+	echo x > "$MNT/f"
+	touch -d '2020-01-02 03:04:05.123456789' "$MNT/f"
+	[ "$(stat -c %y "$MNT/f")" = "2020-01-02 03:04:05.123456789 +0000" ] ||
+		[ "$(TZ=UTC stat -c %y "$MNT/f")" = "2020-01-02 03:04:05.123456789 +0000" ]
+	[ "$(stat -c %Y.%X "$MNT/f")" = "$(stat -c %Y.%X "$BACK/f")" ]
+	# UTIME_OMIT on atime keeps it; mtime set exactly
+	"$PY" -c '
+import os, sys, ctypes
+p = sys.argv[1]
+before = os.stat(p)
+os.utime(p, ns=(before.st_atime_ns, 1500000000987654321))
+st = os.stat(p)
+assert st.st_mtime_ns == 1500000000987654321, st.st_mtime_ns
+assert st.st_atime_ns == before.st_atime_ns
+# utimensat with UTIME_OMIT for mtime
+class TS(ctypes.Structure):
+    _fields_ = [("s", ctypes.c_long), ("ns", ctypes.c_long)]
+UTIME_OMIT = (1 << 30) - 2
+UTIME_NOW = (1 << 30) - 1
+libc = ctypes.CDLL(None, use_errno=True)
+ts = (TS * 2)(TS(1000, 5), TS(0, UTIME_OMIT))
+assert libc.utimensat(-100, p.encode(), ts, 0) == 0
+st = os.stat(p)
+assert st.st_atime_ns == 1000 * 10**9 + 5, st.st_atime_ns
+assert st.st_mtime_ns == 1500000000987654321
+ts = (TS * 2)(TS(0, UTIME_OMIT), TS(0, UTIME_NOW))
+assert libc.utimensat(-100, p.encode(), ts, 0) == 0
+st = os.stat(p)
+assert st.st_atime_ns == 1000 * 10**9 + 5
+assert st.st_mtime_ns > 1600000000 * 10**9
+' "$MNT/f"
+	# touch -h sets the link's own time, not the target's
+	ln -s f "$MNT/l"
+	tgt=$(stat -c %Y "$MNT/f")
+	touch -h -d '2001-01-01 00:00:00.5' "$MNT/l"
+	[ "$(stat -c %Y "$MNT/l")" = "$(date -d '2001-01-01 00:00:00' +%s)" ]
+	[ "$(stat -c %Y "$MNT/f")" = "$tgt" ]
+	# stat and ls do not change any time
+	touch -d '2019-05-05 05:05:05.5' "$MNT/f"
+	before=$(stat -c '%X %Y %Z' "$BACK/f")
+	sleep 1.1
+	stat "$MNT/f" > /dev/null
+	ls -l "$MNT" > /dev/null
+	[ "$(stat -c '%X %Y %Z' "$BACK/f")" = "$before" ]
+	# a write updates mtime
+	echo more >> "$MNT/f"
+	[ "$(stat -c %Y "$MNT/f")" -gt "$(date -d '2019-05-06' +%s)" ]
+}
+
+@test "extended attributes pass through" {
+	echo x > "$MNT/f"
+	mkdir "$MNT/d"
+	setfattr -n user.color -v blue "$MNT/f"
+	setfattr -n user.empty "$MNT/f"
+	setfattr -n user.dir -v yes "$MNT/d"
+	[ "$(getfattr --only-values -n user.color "$MNT/f")" = blue ]
+	[ "$(getfattr --only-values -n user.color "$BACK/f")" = blue ]
+	run getfattr -d "$MNT/f"
+	[[ "$output" == *'user.color="blue"'* ]]
+	[[ "$output" == *'user.empty'* ]]
+	[ "$(getfattr --only-values -n user.dir "$MNT/d")" = yes ]
+	setfattr -x user.color "$MNT/f"
+	run getfattr -n user.color "$MNT/f"
+	[ "$status" -ne 0 ]
+	# XATTR_CREATE / XATTR_REPLACE
+	[ "$(errno_of "os.setxattr('$MNT/f', 'user.empty', b'v', os.XATTR_CREATE)")" = EEXIST ]
+	[ "$(errno_of "os.setxattr('$MNT/f', 'user.nope', b'v', os.XATTR_REPLACE)")" = ENODATA ]
+	[ "$(errno_of "os.removexattr('$MNT/f', 'user.nope')")" = ENODATA ]
+	# a large value
+	v=$(head -c 3000 /dev/zero | tr '\0' v)
+	setfattr -n user.big -v "$v" "$MNT/f"
+	[ "$(getfattr --only-values -n user.big "$MNT/f")" = "$v" ]
+}
+
+@test "truncate and ftruncate shrink and grow; O_TRUNC moves to the primary" {
+	head -c 10000 /dev/urandom > "$RK_TMP/src"
+	cp "$RK_TMP/src" "$MNT/f"
+	truncate -s 5000 "$MNT/f"
+	cmp <(head -c 5000 "$RK_TMP/src") "$MNT/f"
+	truncate -s 9000 "$MNT/f"
+	[ "$(stat -c %s "$MNT/f")" -eq 9000 ]
+	cmp <(head -c 5000 "$RK_TMP/src"; head -c 4000 /dev/zero) "$MNT/f"
+	"$PY" -c '
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+os.ftruncate(fd, 4096)
+assert os.fstat(fd).st_size == 4096
+os.ftruncate(fd, 4097)
+assert os.pread(fd, 10, 4090) == sys.stdin.buffer.read()[4090:4096] + b"\0"
+os.close(fd)
+' "$MNT/f" < "$RK_TMP/src"
+	echo new > "$MNT/f"
+	[ "$(cat "$MNT/f")" = new ]
+	truncate -s 0 "$MNT/f"
+	[ "$(stat -c %s "$BACK/f")" -eq 32 ]
+}
+
+@test "fallocate: mode 0 grows, KEEP_SIZE keeps, punch is refused" {
+	echo abc > "$MNT/f"
+	fallocate -l 1M "$MNT/f"
+	[ "$(stat -c %s "$MNT/f")" -eq 1048576 ]
+	[ "$(head -c 3 "$MNT/f")" = abc ]
+	[ "$(tail -c +5 "$MNT/f" | tr -d '\0' | wc -c)" -eq 0 ]
+	# backing space is reserved
+	[ "$(stat -c %b "$BACK/f")" -ge 2048 ]
+	fallocate -n -o 0 -l 4M "$MNT/f"
+	[ "$(stat -c %s "$MNT/f")" -eq 1048576 ]
+	run fallocate -p -o 0 -l 4096 "$MNT/f"
+	[ "$status" -ne 0 ]
+	[[ "$output" == *"unsupported"* ]]
+	run fallocate -z -o 0 -l 4096 "$MNT/f"
+	[ "$status" -ne 0 ]
+	[ "$(head -c 3 "$MNT/f")" = abc ]
+}
+
+@test "statfs comes from the backing filesystem; access() works" {
+	run stat -f -c '%b %S' "$MNT"
+	[ "$status" -eq 0 ]
+	[ "$output" = "$(stat -f -c '%b %S' "$BACK")" ]
+	echo x > "$MNT/f"
+	chmod 600 "$MNT/f"
+	[ "$(errno_of "assert os.access('$MNT/f', os.R_OK | os.W_OK)")" = OK ]
+	[ "$(errno_of "assert not os.access('$MNT/f', os.X_OK)")" = OK ]
+	[ "$(errno_of "assert not os.access('$MNT/none', os.F_OK)")" = OK ]
+}
+
+@test "fsync and fdatasync succeed; data is durable in the backing file" {
+	"$PY" -c '
+import os, sys
+fd = os.open(sys.argv[1], os.O_CREAT | os.O_WRONLY, 0o644)
+os.write(fd, b"x" * 5000)
+os.fsync(fd)
+os.fdatasync(fd)
+os.close(fd)
+d = os.open(sys.argv[2], os.O_RDONLY)
+os.fsync(d)
+os.close(d)
+' "$MNT/f" "$MNT"
+	[ "$(stat -c %s "$BACK/f")" -eq $((32 + 4136 + 904 + 40)) ]
+}
+
+@test "read-only mount refuses writes and records nothing" {
+	echo keep > "$MNT/f"
+	rk_unmount
+	cp "$BACK/.rekeyfs.conf" "$RK_TMP/meta.before"
+	rk_keyring "$RK_TMP/kr2" "" 1
+	# same generation 1 key as before, plus a new primary 2
+	{ cat "$KR"; printf '\n[generation 2]\nstate = enabled\nkey = %s\n' "$(rk_genkey)"; } > "$RK_TMP/kr2"
+	chmod 600 "$RK_TMP/kr2"
+	rk_mount_at "$BACK" "$MNT" --keyring "$RK_TMP/kr2" -o ro
+	[ "$(cat "$MNT/f")" = keep ]
+	run touch "$MNT/new"
+	[ "$status" -ne 0 ]
+	[[ "$output" == *"Read-only"* ]]
+	cmp "$RK_TMP/meta.before" "$BACK/.rekeyfs.conf"
+}

@@ -1,0 +1,360 @@
+#!/usr/bin/env bats
+# rekeyfs-rekey killed with SIGKILL at random moments: every file stays its
+# old or its new version, the mount never shows temp files, and the next run
+# finishes the job.  20 kills in CI, 100 with REKEYFS_STRESS=1.
+
+load helpers
+
+setup() {
+	rk_setup
+	[ -x "$REKEYFS_REKEY" ] || skip "rekeyfs-rekey not built"
+}
+
+teardown() {
+	rk_teardown
+}
+
+add_gen() {
+	printf '\n[generation %s]\nstate = enabled\nkey = %s\n' "$1" "$(rk_genkey)" >>"$KR"
+	chmod 600 "$KR"
+}
+
+reload_to() {
+	kill -HUP "$(rk_daemon_pid)"
+	local i
+	for i in $(seq 1 100); do
+		grep -q "primary generation $1 " "$LOG" && return 0
+		sleep 0.05
+	done
+	echo "daemon did not reload to generation $1" >&2
+	return 1
+}
+
+sums() {
+	(cd "$MNT" && find . -type f -exec sha256sum {} + | sort -k2)
+}
+
+@test "rekey crash: SIGKILL at random moments never loses a file" {
+	local rounds=20
+	[ -n "${REKEYFS_STRESS:-}" ] && rounds=100
+	rk_keyring "$KR" "" 1
+	rk_mount
+	local i
+	mkdir "$MNT/d1" "$MNT/d2"
+	for i in $(seq 1 40); do
+		head -c $((i * 9973)) /dev/urandom >"$MNT/d$((i % 2 + 1))/f$i"
+	done
+	head -c $((3 * 1024 * 1024)) /dev/urandom >"$MNT/big1"
+	head -c $((2 * 1024 * 1024 + 7)) /dev/urandom >"$MNT/d1/big2"
+	truncate -s 32M "$MNT/sparse"
+	printf 'tail' >>"$MNT/sparse"
+	# hard links: rewritten in place under an intent record
+	head -c $((3 * 1024 * 1024 + 5)) /dev/urandom >"$MNT/linked"
+	ln "$MNT/linked" "$MNT/d2/linked2"
+	ln "$MNT/linked" "$MNT/d1/linked3"
+	printf 'small pair' >"$MNT/pair"
+	ln "$MNT/pair" "$MNT/d2/pair2"
+	local want ino_linked ino_pair
+	want=$(sums)
+	ino_linked=$(stat -c %i "$BACK/linked")
+	ino_pair=$(stat -c %i "$BACK/pair")
+
+	local gen=1 killed=0 pid delay resumed=0 temps=0
+	for i in $(seq 1 "$rounds"); do
+		gen=$((gen + 1))
+		add_gen "$gen"
+		reload_to "$gen"
+		"$REKEYFS_REKEY" --keyring "$KR" --jobs 2 -q "$BACK" >/dev/null 2>&1 &
+		pid=$!
+		delay=$(printf '0.%03d' $((RANDOM % 80)))
+		sleep "$delay"
+		if kill -9 "$pid" 2>/dev/null; then
+			killed=$((killed + 1))
+		fi
+		wait "$pid" || true
+		# the mount never shows rekey temp files
+		[ -z "$(find "$MNT" -name '.rekeyfs*')" ]
+		# finish interrupted in-place copies, authenticate everything
+		run "$REKEYFS_REKEY" --verify --json --keyring "$KR" -q "$BACK"
+		if [ "$status" -ne 0 ]; then
+			echo "round $i (after ${delay}s): verify failed" >&2
+			echo "$output" >&2
+			return 1
+		fi
+		resumed=$((resumed + $(echo "$output" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["resumed"])')))
+		temps=$((temps + $(echo "$output" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["temps_removed"])')))
+		# every file reads back its original content through the mount
+		[ "$(sums)" = "$want" ]
+		[ "$(stat -c %i "$BACK/linked")" = "$ino_linked" ]
+		[ "$(stat -c %i "$BACK/d2/linked2")" = "$ino_linked" ]
+		[ "$(stat -c %h "$BACK/linked")" = 3 ]
+		[ "$(stat -c %i "$BACK/d2/pair2")" = "$ino_pair" ]
+		[ -z "$(find "$BACK" -name '.rekeyfs-tmp*')" ]
+	done
+	echo "# killed $killed of $rounds runs mid-way; $temps temp files removed, $resumed in-place copies replayed" >&3
+	# a kill that lands after a run finished proves nothing: most must hit
+	[ "$killed" -ge $((rounds / 4)) ]
+
+	run "$REKEYFS_REKEY" --keyring "$KR" --json -q "$BACK"
+	[ "$status" -eq 0 ]
+	local f
+	while IFS= read -r -d '' f; do
+		[ "$(rk_header_gen "$f")" = "$gen" ]
+	done < <(find "$BACK" -type f ! -name '.rekeyfs*' -print0)
+	[ "$(sums)" = "$want" ]
+	[ "$(stat -c %b "$BACK/sparse")" -lt 2048 ]
+}
+
+@test "rekey crash: a leftover intent is replayed and stale temps are removed" {
+	rk_keyring "$KR" "" 1
+	rk_mount
+	head -c 100000 /dev/urandom >"$MNT/a"
+	ln "$MNT/a" "$MNT/b"
+	printf 'plain' >"$MNT/c"
+	local want
+	want=$(sums)
+	add_gen 2
+	reload_to 2
+	rk_unmount
+	# fake a crash after the intent was written and half the copy was done:
+	# build the new version with a real run on a copy of the tree
+	cp -a "$BACK" "$RK_TMP/copy"
+	"$REKEYFS_REKEY" --keyring "$KR" -q "$RK_TMP/copy" >/dev/null
+	local ino size
+	ino=$(stat -c %i "$BACK/a")
+	size=$(stat -c %s "$BACK/a")
+	cp "$RK_TMP/copy/a" "$BACK/.rekeyfs-tmp.00000000deadbeef"
+	printf 'rekeyfs-intent 1\ndev %s\nino %s\nsize %s\natime %s 0\nmtime %s 0\nname 61\nend\n' \
+		"$(stat -c %d "$BACK/a")" "$ino" "$size" "$(stat -c %X "$BACK/a")" \
+		"$(stat -c %Y "$BACK/a")" >"$BACK/.rekeyfs-tmp.00000000deadbeef.intent"
+	# first half of the new bytes over the old inode: unreadable as is
+	dd if="$RK_TMP/copy/a" of="$BACK/a" bs=4136 count=12 conv=notrunc status=none
+	# and a stale plain temp in a subdirectory
+	mkdir -p "$BACK/sub"
+	printf 'junk' >"$BACK/sub/.rekeyfs-tmp.0123456789abcdef"
+	run "$REKEYFS_REKEY" --keyring "$KR" --json -q "$BACK"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[ "$(echo "$output" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["resumed"], d["temps_removed"])')" = "1 3" ]
+	[ -z "$(find "$BACK" -name '.rekeyfs-tmp*')" ]
+	[ "$(stat -c %i "$BACK/a")" = "$ino" ]
+	[ "$(stat -c %i "$BACK/b")" = "$ino" ]
+	[ "$(rk_header_gen "$BACK/a")" = 2 ]
+	rk_mount
+	[ "$(sums)" = "$want" ]
+}
+
+@test "rekey crash: SIGTERM stops after the files in flight, with a summary and exit 1" {
+	rk_keyring "$KR" "" 1
+	rk_mount
+	local i
+	for i in $(seq 1 300); do
+		head -c 65536 /dev/urandom >"$MNT/f$i"
+	done
+	head -c $((64 * 1024 * 1024)) /dev/urandom >"$MNT/large"
+	local want
+	want=$(sums)
+	add_gen 2
+	reload_to 2
+	"$REKEYFS_REKEY" --keyring "$KR" --jobs 1 "$BACK" >"$RK_TMP/out" 2>"$RK_TMP/err" &
+	local pid=$!
+	# stop it once it has started rewriting
+	for i in $(seq 1 200); do
+		[ -n "$(find "$BACK" -maxdepth 1 -name '.rekeyfs-tmp*' -print -quit)" ] && break
+		sleep 0.01
+	done
+	kill -TERM "$pid"
+	local rc=0
+	wait "$pid" || rc=$?
+	cat "$RK_TMP/out" "$RK_TMP/err"
+	if [ "$rc" -eq 0 ]; then
+		skip "the run finished before SIGTERM arrived"
+	fi
+	[ "$rc" -eq 1 ]
+	grep -q '^interrupted:     yes' "$RK_TMP/out"
+	grep -q '^migrated: ' "$RK_TMP/out"
+	grep -q 'incomplete: .*interrupted; run again to finish' "$RK_TMP/err"
+	[ -z "$(find "$BACK" -name '.rekeyfs-tmp*')" ]
+	[ "$(sums)" = "$want" ]
+	run "$REKEYFS_REKEY" --keyring "$KR" -q "$BACK"
+	[ "$status" -eq 0 ]
+	[ "$(sums)" = "$want" ]
+}
+
+# hex STRING: the bytes of STRING as lowercase hex, as intent records hold
+# paths.
+hex() {
+	printf '%s' "$1" | xxd -p | tr -d '\n'
+}
+
+# stage_inplace [HOW]: build, on an unmounted tree, the state a SIGKILL
+# leaves in the middle of an in-place rewrite of the hard-linked file
+# sub/a (also named b): the new version in a data temp next to it, a
+# complete intent record in the backing root, and the first 12 blocks of
+# the new version already over the old inode (HOW=none: nothing copied
+# yet).  Sets WANT (sha256 listing through a mount) and INO.
+stage_inplace() {
+	rk_keyring "$KR" "" 1
+	rk_mount
+	mkdir "$MNT/sub"
+	head -c 300000 /dev/urandom >"$MNT/sub/a"
+	ln "$MNT/sub/a" "$MNT/b"
+	printf 'plain' >"$MNT/c"
+	WANT=$(sums)
+	add_gen 2
+	reload_to 2
+	rk_unmount
+	# the new version, made by a real run on a copy of the tree
+	cp -a "$BACK" "$RK_TMP/copy"
+	"$REKEYFS_REKEY" --keyring "$KR" -q "$RK_TMP/copy" >/dev/null
+	[ "$(rk_header_gen "$RK_TMP/copy/sub/a")" = 2 ]
+	INO=$(stat -c %i "$BACK/sub/a")
+	local tmp=.rekeyfs-tmp.00000000cafef00d
+	cp "$RK_TMP/copy/sub/a" "$BACK/sub/$tmp"
+	printf 'rekeyfs-intent 2\ndev %s\nino %s\nsize %s\natime %s 0\nmtime %s 0\nold %s\ntarget %s\ntemp %s\nend\n' \
+		"$(stat -c %d "$BACK/sub/a")" "$INO" "$(stat -c %s "$BACK/sub/a")" \
+		"$(stat -c %X "$BACK/sub/a")" "$(stat -c %Y "$BACK/sub/a")" \
+		"$(head -c 32 "$BACK/sub/a" | xxd -p | tr -d '\n')" \
+		"$(hex sub/a)" "$(hex "sub/$tmp")" >"$BACK/$tmp.intent"
+	cp "$BACK/sub/a" "$RK_TMP/old_a"
+	if [ "${1:-}" != none ]; then
+		dd if="$RK_TMP/copy/sub/a" of="$BACK/sub/a" bs=4136 count=12 \
+			conv=notrunc status=none
+		# half old, half new: unreadable as it is
+		! cmp -s "$BACK/sub/a" "$RK_TMP/old_a"
+		! cmp -s "$BACK/sub/a" "$RK_TMP/copy/sub/a"
+	fi
+}
+
+# check_finished: sub/a and b are the new version on the same inode, no
+# leftovers, and a mount reads every file as before.
+check_finished() {
+	[ -z "$(find "$BACK" -name '.rekeyfs-tmp*')" ]
+	[ "$(stat -c %i "$BACK/sub/a")" = "$INO" ]
+	[ "$(stat -c %i "$BACK/b")" = "$INO" ]
+	[ "$(stat -c %h "$BACK/b")" = 2 ]
+	[ "$(rk_header_gen "$BACK/b")" = 2 ]
+	cmp "$BACK/sub/a" "$RK_TMP/copy/sub/a"
+}
+
+@test "rekey crash: --verify replays an interrupted in-place copy recorded in the backing root" {
+	stage_inplace
+	run "$REKEYFS_REKEY" --verify --keyring "$KR" --json -q "$BACK"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[ "$(echo "$output" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["resumed"], d["temps_removed"], d["failed"])')" = "1 2 0" ]
+	check_finished
+	rk_mount
+	[ "$(sums)" = "$WANT" ]
+}
+
+@test "rekey crash: a rekey run replays an interrupted in-place copy, then migrates the rest" {
+	stage_inplace
+	run "$REKEYFS_REKEY" --keyring "$KR" --json -q "$BACK"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[ "$(echo "$output" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["resumed"], d["temps_removed"], d["migrated"])')" = "1 2 1" ]
+	check_finished
+	[ "$(rk_header_gen "$BACK/c")" = 2 ]
+	rk_mount
+	[ "$(sums)" = "$WANT" ]
+}
+
+@test "rekey crash: an intent whose copy never started leaves the old file as it is" {
+	stage_inplace none
+	run "$REKEYFS_REKEY" --verify --keyring "$KR" --json -q "$BACK"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[ "$(echo "$output" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["resumed"], d["temps_removed"])')" = "0 2" ]
+	[ -z "$(find "$BACK" -name '.rekeyfs-tmp*')" ]
+	cmp "$BACK/sub/a" "$RK_TMP/old_a"
+	[ "$(rk_header_gen "$BACK/b")" = 1 ]
+	run "$REKEYFS_REKEY" --keyring "$KR" -q "$BACK"
+	[ "$status" -eq 0 ]
+	[ "$(rk_header_gen "$BACK/b")" = 2 ]
+	[ "$(stat -c %i "$BACK/b")" = "$INO" ]
+	rk_mount
+	[ "$(sums)" = "$WANT" ]
+}
+
+@test "rekey crash: a fresh mount finishes an interrupted in-place copy without the tool" {
+	stage_inplace
+	rk_mount
+	# no rekeyfs-rekey ran: the mount itself finished the copy
+	[ "$(sums)" = "$WANT" ]
+	[ "$(sha256sum <"$MNT/b")" = "$(sha256sum <"$MNT/sub/a")" ]
+	check_finished
+}
+
+@test "rekey crash: a mount finishes an interrupted in-place copy when it next reads the file" {
+	stage_inplace
+	# the record turns up only once the mount is up (as when a rekey run
+	# is killed while the tree stays mounted): the read must finish it
+	mv "$BACK/.rekeyfs-tmp.00000000cafef00d.intent" "$RK_TMP/intent"
+	rk_mount
+	mv "$RK_TMP/intent" "$BACK/.rekeyfs-tmp.00000000cafef00d.intent"
+	[ "$(sums)" = "$WANT" ]
+	check_finished
+}
+
+@test "rekey crash: after SIGKILL in an in-place copy the live mount reads every file without the tool" {
+	local rounds=8
+	[ -n "${REKEYFS_STRESS:-}" ] && rounds=30
+	rk_keyring "$KR" "" 1
+	rk_mount
+	mkdir "$MNT/d"
+	head -c $((64 * 1024 * 1024 + 3)) /dev/urandom >"$MNT/d/big"
+	ln "$MNT/d/big" "$MNT/big2"
+	head -c 100000 /dev/urandom >"$MNT/d/small"
+	local want ino
+	want=$(sums)
+	ino=$(stat -c %i "$BACK/d/big")
+	local gen=1 i pid n rec tmp hits=0 mixed=0
+	for i in $(seq 1 "$rounds"); do
+		gen=$((gen + 1))
+		add_gen "$gen"
+		reload_to "$gen"
+		"$REKEYFS_REKEY" --keyring "$KR" --jobs 1 -q "$BACK" >/dev/null 2>&1 &
+		pid=$!
+		# wait for the intent record, then for the copy over the inode
+		# to begin (the new header is in place), and kill the run there
+		n=$((SECONDS + 60))
+		rec=
+		while [ "$SECONDS" -lt "$n" ] && kill -0 "$pid" 2>/dev/null; do
+			rec=$(compgen -G "$BACK/.rekeyfs-tmp.*.intent" | head -n 1) || true
+			[ -n "$rec" ] && break
+		done
+		tmp=
+		[ -n "$rec" ] && tmp=$(sed -n 's/^temp //p' "$rec" | xxd -r -p)
+		while [ -n "$tmp" ] && [ "$SECONDS" -lt "$n" ] &&
+			kill -0 "$pid" 2>/dev/null &&
+			! cmp -s -n 32 "$BACK/d/big" "$BACK/$tmp"; do
+			:
+		done
+		if [ -n "$tmp" ] && kill -9 "$pid" 2>/dev/null; then
+			hits=$((hits + 1))
+			# the inode holds part new, part old bytes right now
+			[ -e "$BACK/$tmp" ] && ! cmp -s "$BACK/d/big" "$BACK/$tmp" &&
+				mixed=$((mixed + 1))
+		fi
+		wait "$pid" || true
+		# no rekeyfs-rekey in between: the mount itself must show every
+		# file as its old or new version (sha256 as written)
+		[ -z "$(find "$MNT" -name '.rekeyfs*')" ]
+		if [ "$(sums)" != "$want" ]; then
+			echo "round $i: the mount reads something else" >&2
+			return 1
+		fi
+		[ "$(stat -c %i "$BACK/big2")" = "$ino" ]
+		[ "$(stat -c %h "$BACK/d/big")" = 2 ]
+	done
+	echo "# $hits of $rounds runs killed in an in-place copy, $mixed with the inode half copied" >&3
+	[ "$hits" -ge $((rounds / 2)) ]
+	[ "$mixed" -ge 1 ]
+	run "$REKEYFS_REKEY" --keyring "$KR" -q "$BACK"
+	[ "$status" -eq 0 ]
+	[ "$(rk_header_gen "$BACK/d/big")" = "$gen" ]
+	[ "$(rk_header_gen "$BACK/d/small")" = "$gen" ]
+	[ -z "$(find "$BACK" -name '.rekeyfs-tmp*')" ]
+	[ "$(sums)" = "$want" ]
+}
