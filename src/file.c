@@ -184,12 +184,32 @@ static int new_header(struct rkfs_file *f, int fd, const struct rkfs_keyring *kr
 	return set_key(f, gk);
 }
 
+/*
+ * Like new_header() for a file that is empty anyway: on a full disk the
+ * file stays a valid 0-byte empty file (no header) and 0 is returned; its
+ * first write then reports the error.
+ */
+static int new_header_or_empty(struct rkfs_file *f, int fd,
+			       const struct rkfs_keyring *kr)
+{
+	int ret = new_header(f, fd, kr);
+
+	if ((ret == -ENOSPC || ret == -EDQUOT) && ftruncate(fd, 0) == 0) {
+		drop_key(f, 0);
+		f->has_header = false;
+		f->size = 0;
+		f->serial = kr->serial;
+		ret = 0;
+	}
+	return ret;
+}
+
 int rkfs_file_init_empty(struct rkfs_file *f, int fd,
 			 const struct rkfs_keyring *kr)
 {
 	if (f->has_header)
 		return 0;
-	return new_header(f, fd, kr);
+	return new_header_or_empty(f, fd, kr);
 }
 
 /*
@@ -312,12 +332,20 @@ out:
 	return ret;
 }
 
+/*
+ * Largest plaintext size whose ciphertext size still fits in an off_t
+ * (whole blocks only, so the check needs no overflow care).
+ */
+#define MAX_PLAIN \
+	((uint64_t)((INT64_MAX - RKFS_HEADER_LEN) / RKFS_CBLOCK_SIZE) * \
+	 RKFS_BLOCK_SIZE)
+
 ssize_t rkfs_file_write(struct rkfs_file *f, int fd, const void *buf,
 			size_t len, uint64_t off, const struct rkfs_keyring *kr,
 			uint64_t *bad_block)
 {
 	const uint8_t *in = buf;
-	uint64_t plain, end, nplain, first, last, nflast, coff;
+	uint64_t plain, end, nplain, first, last, nflast, coff, rstart;
 	bool grows, reseal;
 	struct scratch *s;
 	size_t clen = 0;
@@ -325,8 +353,13 @@ ssize_t rkfs_file_write(struct rkfs_file *f, int fd, const void *buf,
 
 	if (len == 0)
 		return 0;
+	if (off > MAX_PLAIN || len > MAX_PLAIN - off)
+		return -EFBIG;
 	if (!f->has_header) {
 		ret = new_header(f, fd, kr);
+		/* The file was empty: leave it a valid 0-byte file. */
+		if (ret < 0 && ftruncate(fd, 0) < 0)
+			ret = -errno;
 		if (ret < 0)
 			return ret;
 	}
@@ -334,8 +367,6 @@ ssize_t rkfs_file_write(struct rkfs_file *f, int fd, const void *buf,
 		return f->key_err ? f->key_err : -ENOKEY;
 	plain = f->size;
 	end = off + len;
-	if (end < off)
-		return -EFBIG;
 	nplain = end > plain ? end : plain;
 	grows = nplain > plain;
 	first = off / RKFS_BLOCK_SIZE;
@@ -379,14 +410,14 @@ ssize_t rkfs_file_write(struct rkfs_file *f, int fd, const void *buf,
 	}
 	sodium_memzero(s->block, sizeof(s->block));
 	coff = rkfs_block_offset(first);
-	if (grows) {
-		/* Reserve space first, so a full disk fails before anything
-		 * is overwritten. */
-		if (fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)coff,
-			      (off_t)clen) < 0 &&
-		    errno != EOPNOTSUPP && errno != ENOSYS)
-			return -errno;
-	}
+	/* Reserve space first (the old final block's re-seal included, and
+	 * holes inside the file too), so a full disk fails before anything
+	 * is overwritten. */
+	rstart = reseal ? rkfs_block_offset(final_index(plain)) : coff;
+	if (fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)rstart,
+		      (off_t)(coff + clen - rstart)) < 0 &&
+	    errno != EOPNOTSUPP && errno != ENOSYS)
+		return -errno;
 	ret = rkfs_pwrite_full(fd, s->cbuf, clen, (off_t)coff);
 	if (ret < 0) {
 		if (grows && ftruncate(fd, (off_t)rkfs_size_to_cipher(plain)) < 0)
@@ -395,8 +426,11 @@ ssize_t rkfs_file_write(struct rkfs_file *f, int fd, const void *buf,
 	}
 	if (reseal) {
 		ret = reseal_old_final(f, fd, plain, bad_block);
-		if (ret < 0)
+		if (ret < 0) {
+			if (ftruncate(fd, (off_t)rkfs_size_to_cipher(plain)) < 0)
+				ret = -EIO;
 			return ret;
+		}
 	}
 	f->size = nplain;
 	return (ssize_t)len;
@@ -420,7 +454,7 @@ int rkfs_file_truncate(struct rkfs_file *f, int fd, uint64_t size,
 		drop_key(f, 0);
 		f->has_header = false;
 		f->size = 0;
-		return new_header(f, fd, kr);
+		return new_header_or_empty(f, fd, kr);
 	}
 	if (size == plain)
 		return 0;
@@ -437,13 +471,21 @@ int rkfs_file_truncate(struct rkfs_file *f, int fd, uint64_t size,
 	ret = read_block(f, fd, i, plain, pb, &olen, bad_block);
 	if (ret < 0)
 		goto out;
-	if (ftruncate(fd, (off_t)rkfs_block_offset(i)) < 0) {
+	/* The new final block goes over the old block i (a hole needs space:
+	 * reserve it first) and only then is the rest cut off, so a full
+	 * disk leaves the file as it was. */
+	if (fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)rkfs_block_offset(i),
+		      (off_t)(nlen + RKFS_BLOCK_OVERHEAD)) < 0 &&
+	    errno != EOPNOTSUPP && errno != ENOSYS) {
 		ret = -errno;
 		goto out;
 	}
 	rkfs_block_seal(cb, pb, nlen, i, 1, &f->hdr, f->key);
 	ret = rkfs_pwrite_full(fd, cb, nlen + RKFS_BLOCK_OVERHEAD,
 			       (off_t)rkfs_block_offset(i));
+	if (ret == 0 &&
+	    ftruncate(fd, (off_t)rkfs_size_to_cipher(size)) < 0)
+		ret = -errno;
 	if (ret == 0)
 		f->size = size;
 out:

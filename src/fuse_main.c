@@ -426,12 +426,23 @@ static void *reload_main(void *arg)
 	}
 }
 
+/*
+ * Runs before the mount appears: from then on a SIGHUP only queues a reload
+ * (served once the reload thread runs) and can no longer kill the daemon.
+ */
 static int start_watchers(const char *keyring)
 {
+	struct sigaction sa;
 	char *dir, *base;
 	int ret;
 
 	if (pipe2(hup_pipe, O_CLOEXEC | O_NONBLOCK) < 0)
+		return -errno;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_sighup;
+	sigemptyset(&sa.sa_mask);
+	sa.sa_flags = SA_RESTART;
+	if (sigaction(SIGHUP, &sa, NULL) < 0)
 		return -errno;
 	ret = rkfs_path_split(&dir, &base, keyring);
 	if (ret < 0)
@@ -454,15 +465,8 @@ static int start_watchers(const char *keyring)
 
 static int start_reload_thread(void)
 {
-	struct sigaction sa;
 	int ret;
 
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_sighup;
-	sigemptyset(&sa.sa_mask);
-	sa.sa_flags = SA_RESTART;
-	if (sigaction(SIGHUP, &sa, NULL) < 0)
-		return -errno;
 	ret = pthread_create(&reload_thread, NULL, reload_main, NULL);
 	if (ret != 0)
 		return -ret;
@@ -679,13 +683,13 @@ int main(int argc, char **argv)
 		die_msg("cannot set up FUSE (bad -o option?)");
 		goto out_fs;
 	}
+	if (start_watchers(keyring) < 0) {
+		die_msg("cannot set up keyring reload");
+		goto out_destroy;
+	}
 	if (fuse_mount(fuse, mnt) != 0) {
 		die_msg("cannot mount on %s", mnt);
 		goto out_destroy;
-	}
-	if (start_watchers(keyring) < 0) {
-		die_msg("cannot set up keyring reload");
-		goto out_unmount;
 	}
 	if (fuse_daemonize(opt.foreground) != 0)
 		goto out_unmount;
@@ -720,6 +724,7 @@ out_fs:
 	rkfs_fs_teardown();
 out:
 	rkfs_keyring_free(kr);
+	rkfs_keyring_forget_passphrases();
 	rkfs_meta_free(state.meta);
 	if (state.rootfd >= 0)
 		close(state.rootfd);

@@ -1619,8 +1619,10 @@ static int op_release(const char *path, struct fuse_file_info *fi)
 
 	if (h == NULL)
 		return 0;
-	close(h->fd); /* drops the LOCK_SH */
+	/* Node first: once the fd is closed the inode may be freed and its
+	 * number reused by a new file, which must not find this node. */
 	node_put(h->node);
+	close(h->fd); /* drops the LOCK_SH */
 	free(h->name);
 	free(h);
 	return 0;

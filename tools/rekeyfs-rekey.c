@@ -51,6 +51,8 @@ static const char usage_text[] =
 "Options:\n"
 "  -k, --keyring FILE     the keyring (its primary is the target generation)\n"
 "  -c, --config FILE      a [mount] config: keyring, backing, passphrase\n"
+"      --passphrase-file FILE   passphrase of a sealed keyring\n"
+"      --passphrase-command CMD command printing that passphrase\n"
 "  -j, --jobs N           files rewritten in parallel (default: CPUs)\n"
 "  -w, --wait SECONDS     keep retrying files that are open in a mount for\n"
 "                         up to SECONDS (default 0: report them as busy)\n"
@@ -513,6 +515,8 @@ int main(int argc, char **argv)
 	static const struct option longopts[] = {
 		{ "keyring", required_argument, NULL, 'k' },
 		{ "config", required_argument, NULL, 'c' },
+		{ "passphrase-file", required_argument, NULL, 'P' },
+		{ "passphrase-command", required_argument, NULL, 'C' },
 		{ "jobs", required_argument, NULL, 'j' },
 		{ "wait", required_argument, NULL, 'w' },
 		{ "status", no_argument, NULL, 'S' },
@@ -533,6 +537,7 @@ int main(int argc, char **argv)
 	struct rkfs_config *cfg = NULL;
 	struct rkfs_keyring *kr = NULL;
 	const char *keyring = NULL, *config = NULL, *backing = NULL;
+	const char *pass_file = NULL, *pass_command = NULL;
 	bool json = false, quiet = false, have_gen = false;
 	int nmodes = 0, ch, ret, status;
 	pthread_t pth;
@@ -548,6 +553,12 @@ int main(int argc, char **argv)
 			break;
 		case 'c':
 			config = optarg;
+			break;
+		case 'P':
+			pass_file = optarg;
+			break;
+		case 'C':
+			pass_command = optarg;
 			break;
 		case 'j':
 			o.jobs = (unsigned)parse_num(optarg, "--jobs", 1024);
@@ -632,9 +643,11 @@ int main(int argc, char **argv)
 		fprintf(stderr, "rekeyfs-rekey: cannot initialise libsodium\n");
 		goto out;
 	}
-	if (rkfs_passphrase_setup(cfg ? cfg->passphrase_file : NULL,
-				  cfg ? cfg->passphrase_command : NULL,
-				  &err) < 0) {
+	if (pass_file == NULL && pass_command == NULL && cfg) {
+		pass_file = cfg->passphrase_file;
+		pass_command = cfg->passphrase_command;
+	}
+	if (rkfs_passphrase_setup(pass_file, pass_command, &err) < 0) {
 		fatal(json, err.msg);
 		goto out;
 	}

@@ -322,3 +322,21 @@ PY
 	echo hello > "$MNT/x"
 	[ "$(cat "$MNT/x")" = hello ]
 }
+
+@test "rekeyfs-rekey takes --passphrase-file / --passphrase-command" {
+	[ -x "$REKEYFS" ] && [ -c /dev/fuse ] || skip "needs the daemon and /dev/fuse"
+	[ -x "$REKEYFS_REKEY" ] || skip "rekeyfs-rekey not built"
+	"$K" init --passphrase --passphrase-file "$PW" --keyring "$KR"
+	rk_mount --passphrase-file "$PW"
+	echo data > "$MNT/a"
+	rk_unmount
+	"$K" add --primary --passphrase-file "$PW" --keyring "$KR"
+	run "$REKEYFS_REKEY" --passphrase-file "$BAD" --keyring "$KR" "$BACK"
+	[ "$status" -eq 2 ]
+	[[ "$output" == *"wrong passphrase"* ]]
+	[ "$(rk_header_gen "$BACK/a")" -eq 1 ]
+	run "$REKEYFS_REKEY" --passphrase-command "cat $PW" --keyring "$KR" "$BACK"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[ "$(rk_header_gen "$BACK/a")" -eq 2 ]
+}
