@@ -77,7 +77,9 @@ static void usage(FILE *out)
 	    "  -d                         debug output (implies -f)\n"
 	    "  -s                         single-threaded\n"
 	    "  -o OPT[,OPT...]            FUSE mount options (allow_other,\n"
-	    "                             default_permissions, ro, ...)\n"
+	    "                             default_permissions, ro, ...);\n"
+	    "                             allow_other implies\n"
+	    "                             default_permissions\n"
 	    "  -h, --help                 this help\n"
 	    "  -V, --version              print the version\n"
 	    "\n"
@@ -575,6 +577,14 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	opt.ro = opt.fuse_opts && has_opt(opt.fuse_opts, "ro");
+	/* The daemon opens every file with its own rights: when other users
+	 * may enter the mount, the kernel must check their permissions. */
+	if (opt.fuse_opts && has_opt(opt.fuse_opts, "allow_other") &&
+	    !has_opt(opt.fuse_opts, "default_permissions") &&
+	    add_fuse_opts(&opt, "default_permissions") < 0) {
+		die_msg("out of memory");
+		goto out;
+	}
 	if (opt.debug)
 		rkfs_log_set_level(LOG_DEBUG);
 	if (rkfs_crypt_init() < 0) {

@@ -51,9 +51,8 @@ fill_backing() {
 # check_readable FILE: read FILE through the mount completely (no EIO)
 # and check it is as long as stat says.
 check_readable() {
-	local n
-	n=$(cat "$1" | wc -c)
-	[ "$n" -eq "$(stat -c %s "$1")" ]
+	cat "$1" >"$RK_TMP/readback"
+	[ "$(stat -c %s "$RK_TMP/readback")" -eq "$(stat -c %s "$1")" ]
 }
 
 # pywrite FILE OFFSET LEN DATA [append]: write LEN random bytes at OFFSET

@@ -75,3 +75,22 @@ as_nobody() {
 	as_nobody "rm '$MNT/home/sub/c' '$MNT/home/t' && rmdir '$MNT/home/sub' '$MNT/home'"
 	[ ! -e "$BACK/home" ]
 }
+
+@test "allow_other alone still enforces permissions (default_permissions implied)" {
+	rk_unmount
+	rk_mount -o allow_other
+	chmod 1777 "$MNT"
+	echo secret >"$MNT/rootonly"
+	chmod 600 "$MNT/rootonly"
+	run as_nobody "cat '$MNT/rootonly'"
+	[ "$status" -ne 0 ]
+	[[ "$output" == *"Permission denied"* ]]
+	run as_nobody "echo x >> '$MNT/rootonly'"
+	[ "$status" -ne 0 ]
+	run as_nobody "truncate -s 0 '$MNT/rootonly'"
+	[ "$status" -ne 0 ]
+	[ "$(cat "$MNT/rootonly")" = secret ]
+	grep " $MNT " /proc/mounts | grep -q default_permissions
+	# the user's own files still work
+	as_nobody "echo mine > '$MNT/own' && cat '$MNT/own' >/dev/null && rm '$MNT/own'"
+}
