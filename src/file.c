@@ -85,10 +85,59 @@ static uint64_t final_index(uint64_t plain)
 	return (plain - 1) / RKFS_BLOCK_SIZE;
 }
 
+/*
+ * Per-file keys come from slabs of sodium_malloc() memory (guarded,
+ * mlocked, kept out of core dumps) carved into key-sized slots: one
+ * sodium_malloc() per file costs about ten system calls, which showed in
+ * every small-file open.  Free slots are wiped and chained through their
+ * first bytes.
+ */
+#define KEY_SLAB_SLOTS 128
+
+struct key_slot {
+	struct key_slot *next;
+};
+
+static pthread_mutex_t key_slab_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct key_slot *key_free_list;
+
+static unsigned char *key_alloc(void)
+{
+	struct key_slot *s;
+
+	pthread_mutex_lock(&key_slab_mu);
+	if (key_free_list == NULL) {
+		unsigned char *slab =
+			sodium_malloc((size_t)KEY_SLAB_SLOTS * RKFS_KEY_LEN);
+
+		for (size_t i = 0; slab && i < KEY_SLAB_SLOTS; i++) {
+			s = (struct key_slot *)(void *)(slab + i * RKFS_KEY_LEN);
+			s->next = key_free_list;
+			key_free_list = s;
+		}
+	}
+	s = key_free_list;
+	if (s)
+		key_free_list = s->next;
+	pthread_mutex_unlock(&key_slab_mu);
+	return (unsigned char *)s;
+}
+
+static void key_release(unsigned char *key)
+{
+	struct key_slot *s = (struct key_slot *)(void *)key;
+
+	sodium_memzero(key, RKFS_KEY_LEN);
+	pthread_mutex_lock(&key_slab_mu);
+	s->next = key_free_list;
+	key_free_list = s;
+	pthread_mutex_unlock(&key_slab_mu);
+}
+
 static int set_key(struct rkfs_file *f, const unsigned char *gen_key)
 {
 	if (f->key == NULL) {
-		f->key = sodium_malloc(RKFS_KEY_LEN);
+		f->key = key_alloc();
 		if (f->key == NULL)
 			return -ENOMEM;
 	}
@@ -100,7 +149,7 @@ static int set_key(struct rkfs_file *f, const unsigned char *gen_key)
 static void drop_key(struct rkfs_file *f, int why)
 {
 	if (f->key) {
-		sodium_free(f->key);
+		key_release(f->key);
 		f->key = NULL;
 	}
 	f->key_err = why;
