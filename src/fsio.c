@@ -189,6 +189,14 @@ int rkfs_rename_durable(int dirfd, const char *from, int dirfd2,
 int rkfs_write_atomic(int dirfd, const char *name, const void *data,
 		      size_t len, mode_t mode, struct rkfs_error *err)
 {
+	return rkfs_write_atomic_owned(dirfd, name, data, len, mode,
+				       (uid_t)-1, (gid_t)-1, err);
+}
+
+int rkfs_write_atomic_owned(int dirfd, const char *name, const void *data,
+			    size_t len, mode_t mode, uid_t uid, gid_t gid,
+			    struct rkfs_error *err)
+{
 	char tmp[PATH_MAX];
 	unsigned char rnd[6];
 	int fd, ret;
@@ -204,6 +212,13 @@ int rkfs_write_atomic(int dirfd, const char *name, const void *data,
 	if (fd < 0)
 		return rkfs_error_set(err, -errno, "%s: cannot create: %s", tmp,
 				      strerror(errno));
+	if (uid != (uid_t)-1 && fchown(fd, uid, gid) < 0) {
+		ret = rkfs_error_set(err, -errno,
+				     "%s: cannot give it the owner %u:%u: %s",
+				     tmp, (unsigned)uid, (unsigned)gid,
+				     strerror(errno));
+		goto fail;
+	}
 	if (fchmod(fd, mode) < 0) {
 		ret = rkfs_error_set(err, -errno, "%s: chmod: %s", tmp,
 				     strerror(errno));

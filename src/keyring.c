@@ -1687,71 +1687,21 @@ out:
 }
 
 /*
- * rkfs_write_atomic() with one addition: the new file gets the owner of
- * the keyring it replaces before it takes its place, so that root changing
- * a keyring that a user's mount reads does not lock that mount out.
+ * The new keyring gets the owner of the one it replaces before it takes its
+ * place, so that root changing a keyring that a user's mount reads does not
+ * lock that mount out.
  */
 static int write_keyring(int dirfd, const char *name, const char *data,
 			 size_t len, struct rkfs_error *err)
 {
-	char tmp[PATH_MAX];
-	unsigned char rnd[6];
 	struct stat old;
-	bool chown_it;
-	int fd, ret;
 
-	chown_it = fstatat(dirfd, name, &old, AT_SYMLINK_NOFOLLOW) == 0 &&
-		   S_ISREG(old.st_mode) &&
-		   (old.st_uid != geteuid() || old.st_gid != getegid());
-	if (!chown_it)
-		return rkfs_write_atomic(dirfd, name, data, len, 0600, err);
-	randombytes_buf(rnd, sizeof(rnd));
-	if (snprintf(tmp, sizeof(tmp), "%s.tmp-%02x%02x%02x%02x%02x%02x", name,
-		     rnd[0], rnd[1], rnd[2], rnd[3], rnd[4],
-		     rnd[5]) >= (int)sizeof(tmp))
-		return rkfs_error_set(err, -ENAMETOOLONG, "%s: name too long",
-				      name);
-	fd = openat(dirfd, tmp,
-		    O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd < 0)
-		return rkfs_error_set(err, -errno, "%s: cannot create: %s", tmp,
-				      strerror(errno));
-	if (fchown(fd, old.st_uid, old.st_gid) < 0 || fchmod(fd, 0600) < 0) {
-		ret = rkfs_error_set(err, -errno,
-				     "%s: cannot give it the keyring's owner "
-				     "%u:%u: %s",
-				     tmp, (unsigned)old.st_uid,
-				     (unsigned)old.st_gid, strerror(errno));
-		goto fail;
-	}
-	ret = rkfs_pwrite_full(fd, data, len, 0);
-	if (ret < 0) {
-		rkfs_error_set(err, ret, "%s: write: %s", tmp, strerror(-ret));
-		goto fail;
-	}
-	if (fsync(fd) < 0) {
-		ret = rkfs_error_set(err, -errno, "%s: fsync: %s", tmp,
-				     strerror(errno));
-		goto fail;
-	}
-	ret = close(fd);
-	fd = -1;
-	if (ret < 0) {
-		ret = rkfs_error_set(err, -errno, "%s: close: %s", tmp,
-				     strerror(errno));
-		goto fail;
-	}
-	ret = rkfs_rename_durable(dirfd, tmp, dirfd, name, 0);
-	if (ret < 0) {
-		rkfs_error_set(err, ret, "%s: rename: %s", name, strerror(-ret));
-		goto fail;
-	}
-	return 0;
-fail:
-	if (fd >= 0)
-		close(fd);
-	unlinkat(dirfd, tmp, 0);
-	return ret;
+	if (fstatat(dirfd, name, &old, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    S_ISREG(old.st_mode) &&
+	    (old.st_uid != geteuid() || old.st_gid != getegid()))
+		return rkfs_write_atomic_owned(dirfd, name, data, len, 0600,
+					       old.st_uid, old.st_gid, err);
+	return rkfs_write_atomic(dirfd, name, data, len, 0600, err);
 }
 
 int rkfs_keyring_save(const struct rkfs_keyring *kr, const char *path,

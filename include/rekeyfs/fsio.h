@@ -48,6 +48,15 @@ int rkfs_write_atomic(int dirfd, const char *name, const void *data,
 	__attribute__((warn_unused_result));
 
 /*
+ * Same, and the new file gets owner uid:gid before it takes name's place
+ * (uid (uid_t)-1: keep the creator's).
+ */
+int rkfs_write_atomic_owned(int dirfd, const char *name, const void *data,
+			    size_t len, mode_t mode, uid_t uid, gid_t gid,
+			    struct rkfs_error *err)
+	__attribute__((warn_unused_result));
+
+/*
  * Rename dirfd/from over dirfd2/to and fsync the target directory: the one
  * place the core renames files.  flags as for renameat2().
  */
