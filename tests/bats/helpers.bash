@@ -123,3 +123,24 @@ rk_daemon_pid() {
 rk_header_gen() {
 	od -An -tu1 -j8 -N4 "$1" | awk '{print $1*16777216 + $2*65536 + $3*256 + $4}'
 }
+
+# rk_add_gen N [STATE]: append generation N (default state enabled) with a
+# fresh inline key to KR; the keyring stays mode 0600.
+rk_add_gen() {
+	printf '\n[generation %s]\nstate = %s\ncreated = 2026-11-02T00:00:00Z\nkey = %s\n' \
+		"$1" "${2:-enabled}" "$(rk_genkey)" >>"$KR"
+	chmod 600 "$KR"
+}
+
+# rk_reload_to N: SIGHUP the daemon and wait until it reports primary N.
+rk_reload_to() {
+	kill -HUP "$(rk_daemon_pid)"
+	local i
+	for i in $(seq 1 100); do
+		grep -q "primary generation $1 " "$LOG" && return 0
+		sleep 0.05
+	done
+	echo "daemon did not reload to generation $1" >&2
+	cat "$LOG" >&2
+	return 1
+}

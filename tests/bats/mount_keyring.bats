@@ -16,12 +16,6 @@ teardown() {
 	rk_teardown
 }
 
-# add_gen N [STATE]: append a generation with a fresh key (mode stays 0600)
-add_gen() {
-	printf '\n[generation %s]\nstate = %s\ncreated = 2026-11-02T00:00:00Z\nkey = %s\n' \
-		"$1" "${2:-enabled}" "$(rk_genkey)" >> "$KR"
-}
-
 # set_state N STATE: change generation N's state in place
 set_state() {
 	"$PY" - "$KR" "$1" "$2" <<'EOF'
@@ -54,7 +48,7 @@ wait_log() {
 
 @test "SIGHUP reload: new files use the new primary, both generations read" {
 	echo "first file" > "$MNT/A"
-	add_gen 2
+	rk_add_gen 2
 	kill -HUP "$(rk_daemon_pid)"
 	wait_log "keyring reloaded (SIGHUP)"
 	echo "second file" > "$MNT/B"
@@ -88,7 +82,7 @@ wait_log() {
 }
 
 @test "promote while writing: every operation succeeds across the switch" {
-	add_gen 2
+	rk_add_gen 2
 	kill -HUP "$(rk_daemon_pid)"
 	wait_log "keyring reloaded"
 	# a writer keeps going while generation 3 arrives and becomes primary
@@ -140,7 +134,7 @@ EOF
 
 @test "disabled generation: EIO and a log line, nothing modified, re-enable restores" {
 	echo "gen one data" > "$MNT/A"
-	add_gen 2
+	rk_add_gen 2
 	kill -HUP "$(rk_daemon_pid)"
 	wait_log "keyring reloaded"
 	echo "gen two data" > "$MNT/B"

@@ -13,26 +13,6 @@ teardown() {
 	rk_teardown
 }
 
-# add_gen N: append an enabled generation N with a fresh key (keeps 0600).
-add_gen() {
-	printf '\n[generation %s]\nstate = enabled\ncreated = 2026-11-02T00:00:00Z\nkey = %s\n' \
-		"$1" "$(rk_genkey)" >>"$KR"
-	chmod 600 "$KR"
-}
-
-# reload_to N: SIGHUP the daemon and wait until it reports primary N.
-reload_to() {
-	kill -HUP "$(rk_daemon_pid)"
-	local i
-	for i in $(seq 1 100); do
-		grep -q "primary generation $1 " "$LOG" && return 0
-		sleep 0.05
-	done
-	echo "daemon did not reload to generation $1" >&2
-	cat "$LOG" >&2
-	return 1
-}
-
 # backing_files: regular backing files, rekeyfs' own names excluded.
 backing_files() {
 	find "$BACK" -type f ! -name '.rekeyfs*' -print0 | sort -z
@@ -110,8 +90,8 @@ meta_list() {
 	[ "$(stat -c %i "$BACK/sub/pair2")" = "$ino_pair1" ]
 	all_headers_on 1
 
-	add_gen 2
-	reload_to 2
+	rk_add_gen 2
+	rk_reload_to 2
 	local times
 	times=$(cd "$BACK" && find . -type f ! -name '.rekeyfs*' -printf '%p %A@ %T@ %U:%G\n' | sort)
 	run "$REKEYFS_REKEY" --keyring "$KR" --json -q "$BACK"
@@ -155,8 +135,8 @@ meta_list() {
 	rk_keyring "$KR" "" 1
 	rk_mount
 	make_tree
-	add_gen 2
-	reload_to 2
+	rk_add_gen 2
+	rk_reload_to 2
 	run "$REKEYFS_REKEY" --keyring "$KR" -q "$BACK"
 	[ "$status" -eq 0 ]
 	local snap
@@ -175,8 +155,8 @@ meta_list() {
 	printf 'aaaa' >"$MNT/a"
 	mkdir "$MNT/d"
 	printf 'bbbbbbbb' >"$MNT/d/b"
-	add_gen 2
-	reload_to 2
+	rk_add_gen 2
+	rk_reload_to 2
 	printf 'cc' >"$MNT/c"
 	: >"$MNT/e"
 	run "$REKEYFS_REKEY" --status --keyring "$KR" "$BACK"
@@ -208,8 +188,8 @@ meta_list() {
 	rk_keyring "$KR" "" 1
 	rk_mount
 	make_tree
-	add_gen 2
-	reload_to 2
+	rk_add_gen 2
+	rk_reload_to 2
 	printf 'new' >"$MNT/already-new"
 	rk_unmount
 	local snap
@@ -238,7 +218,7 @@ meta_list() {
 	rk_mount
 	printf 'orphan' >"$MNT/orphan"
 	printf '[keyring]\nprimary = 2\n[generation 1]\nstate = enabled\nkey = %s\n[generation 2]\nstate = enabled\nkey = %s\n' "$k1" "$k2" >"$KR"
-	reload_to 2
+	rk_reload_to 2
 	head -c 20000 /dev/urandom >"$MNT/tampered"
 	head -c 9000 /dev/urandom >"$MNT/good"
 	rk_unmount
@@ -305,8 +285,8 @@ meta_list() {
 	printf 'b' >"$MNT/back\\slash"
 	printf 'n' >"$MNT/$(printf 'new\nline')" || skip "mount refuses newlines in names"
 	printf 't' >"$MNT/$(printf 'tab\there')"
-	add_gen 2
-	reload_to 2
+	rk_add_gen 2
+	rk_reload_to 2
 	run "$REKEYFS_REKEY" --json -q --keyring "$KR" "$BACK"
 	[ "$status" -eq 0 ]
 	echo "$output" | python3 -c '
@@ -425,8 +405,8 @@ assert d["exit_status"] == 2 and "another rekeyfs-rekey" in d["error"], d
 	rk_keyring "$KR" "" 1
 	rk_mount
 	printf 'x' >"$MNT/x"
-	add_gen 2
-	reload_to 2
+	rk_add_gen 2
+	rk_reload_to 2
 	printf '[mount]\nbacking = %s\nmountpoint = %s\nkeyring = %s\n' "$BACK" "$MNT" "$KR" >"$RK_TMP/vault.conf"
 	run "$REKEYFS_REKEY" --config "$RK_TMP/vault.conf" -q
 	echo "$output"

@@ -14,22 +14,6 @@ teardown() {
 	rk_teardown
 }
 
-add_gen() {
-	printf '\n[generation %s]\nstate = enabled\nkey = %s\n' "$1" "$(rk_genkey)" >>"$KR"
-	chmod 600 "$KR"
-}
-
-reload_to() {
-	kill -HUP "$(rk_daemon_pid)"
-	local i
-	for i in $(seq 1 100); do
-		grep -q "primary generation $1 " "$LOG" && return 0
-		sleep 0.05
-	done
-	echo "daemon did not reload to generation $1" >&2
-	return 1
-}
-
 sums() {
 	(cd "$MNT" && find . -type f -exec sha256sum {} + | sort -k2)
 }
@@ -62,8 +46,8 @@ sums() {
 	local gen=1 killed=0 pid delay resumed=0 temps=0
 	for i in $(seq 1 "$rounds"); do
 		gen=$((gen + 1))
-		add_gen "$gen"
-		reload_to "$gen"
+		rk_add_gen "$gen"
+		rk_reload_to "$gen"
 		"$REKEYFS_REKEY" --keyring "$KR" --jobs 2 -q "$BACK" >/dev/null 2>&1 &
 		pid=$!
 		delay=$(printf '0.%03d' $((RANDOM % 80)))
@@ -113,8 +97,8 @@ sums() {
 	printf 'plain' >"$MNT/c"
 	local want
 	want=$(sums)
-	add_gen 2
-	reload_to 2
+	rk_add_gen 2
+	rk_reload_to 2
 	rk_unmount
 	# fake a crash after the intent was written and half the copy was done:
 	# build the new version with a real run on a copy of the tree
@@ -154,8 +138,8 @@ sums() {
 	head -c $((64 * 1024 * 1024)) /dev/urandom >"$MNT/large"
 	local want
 	want=$(sums)
-	add_gen 2
-	reload_to 2
+	rk_add_gen 2
+	rk_reload_to 2
 	"$REKEYFS_REKEY" --keyring "$KR" --jobs 1 "$BACK" >"$RK_TMP/out" 2>"$RK_TMP/err" &
 	local pid=$!
 	# stop it once it has started rewriting
@@ -201,8 +185,8 @@ stage_inplace() {
 	ln "$MNT/sub/a" "$MNT/b"
 	printf 'plain' >"$MNT/c"
 	WANT=$(sums)
-	add_gen 2
-	reload_to 2
+	rk_add_gen 2
+	rk_reload_to 2
 	rk_unmount
 	# the new version, made by a real run on a copy of the tree
 	cp -a "$BACK" "$RK_TMP/copy"
@@ -312,8 +296,8 @@ check_finished() {
 	local gen=1 i pid n rec tmp hits=0 mixed=0
 	for i in $(seq 1 "$rounds"); do
 		gen=$((gen + 1))
-		add_gen "$gen"
-		reload_to "$gen"
+		rk_add_gen "$gen"
+		rk_reload_to "$gen"
 		"$REKEYFS_REKEY" --keyring "$KR" --jobs 1 -q "$BACK" >/dev/null 2>&1 &
 		pid=$!
 		# wait for the intent record, then for the copy over the inode

@@ -21,22 +21,6 @@ teardown() {
 	rk_teardown
 }
 
-add_gen() {
-	printf '\n[generation %s]\nstate = enabled\nkey = %s\n' "$1" "$(rk_genkey)" >>"$KR"
-	chmod 600 "$KR"
-}
-
-reload_to() {
-	kill -HUP "$(rk_daemon_pid)"
-	local i
-	for i in $(seq 1 100); do
-		grep -q "primary generation $1 " "$LOG" && return 0
-		sleep 0.05
-	done
-	echo "daemon did not reload to generation $1" >&2
-	return 1
-}
-
 # appender N: keep $MNT/log$N open and append checksummed records until
 # $RK_TMP/stop exists (at most 20000 records); the count goes to count$N.
 appender() {
@@ -88,8 +72,8 @@ churn() {
 	for i in 1 2 3; do
 		printf 'rec 0 start\n' >"$MNT/log$i"
 	done
-	add_gen 2
-	reload_to 2
+	rk_add_gen 2
+	rk_reload_to 2
 
 	BG_PIDS=""
 	for i in 1 2 3; do
@@ -174,8 +158,8 @@ assert d["migrated"] >= 3, d["migrated"]
 	rk_mount
 	printf 'held open' >"$MNT/held"
 	printf 'free' >"$MNT/free"
-	add_gen 2
-	reload_to 2
+	rk_add_gen 2
+	rk_reload_to 2
 	# hold the file open through the mount for about a second
 	(exec 3<"$MNT/held"; sleep 1) &
 	local holder=$!
@@ -188,8 +172,8 @@ assert d["migrated"] >= 3, d["migrated"]
 	[ "$(rk_header_gen "$BACK/held")" = 2 ]
 	[ "$(cat "$MNT/held")" = 'held open' ]
 	# without --wait the same situation is busy and exits 1
-	add_gen 3
-	reload_to 3
+	rk_add_gen 3
+	rk_reload_to 3
 	(exec 3<"$MNT/held"; sleep 1) &
 	holder=$!
 	sleep 0.2
