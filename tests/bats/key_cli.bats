@@ -34,7 +34,7 @@ primary() {
 	[ "$(field check 1 | wc -c)" -eq 33 ]
 	[ -n "$(field created 1)" ]
 	# the key never reaches stdout
-	! grep -qF "$(field key 1 | cut -c8-)" <<<"$output"
+	! grep -qF "$(field key 1 | cut -c8-)" <<<"$output" || false
 }
 
 @test "init refuses to overwrite an existing keyring" {
@@ -185,9 +185,9 @@ primary() {
 	[[ "${lines[4]}" == *"command cat $RK_TMP/g3.key" ]]
 	local g
 	for g in 1 2; do
-		! grep -qF "$(field key "$g" | cut -c8-)" <<<"$output"
+		! grep -qF "$(field key "$g" | cut -c8-)" <<<"$output" || false
 	done
-	! grep -qF "$(cut -c1-40 "$RK_TMP/g3.key")" <<<"$output"
+	! grep -qF "$(cut -c1-40 "$RK_TMP/g3.key")" <<<"$output" || false
 }
 
 @test "list --json parses and carries every field" {

@@ -29,7 +29,7 @@ fails() {
 	cmp "$KR" "$RK_TMP/kr.before"
 	local k
 	for k in $KEYS; do
-		! grep -qF "$k" <<<"$output"
+		! grep -qF "$k" <<<"$output" || false
 	done
 }
 
@@ -177,7 +177,7 @@ snippet() {
 		pgrep -fx "sleep $nap" >/dev/null || break
 		sleep 0.1
 	done
-	! pgrep -fx "sleep $nap"
+	! pgrep -fx "sleep $nap" || false
 	snippet '[generation 3]\nkey_command = true\nkey_command_timeout = 0\n'
 	fails 2 "$K" add --from "$RK_TMP/gen.ini" --keyring "$KR"
 	[[ "$output" == *"gen.ini:3: generation 3: key_command_timeout must be 1 to 3600 seconds"* ]]
