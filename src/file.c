@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <sodium.h>
@@ -197,6 +198,7 @@ int rkfs_file_load(struct rkfs_file *f, int fd, const struct rkfs_keyring *kr)
 	ret = rkfs_size_to_plain(&f->size, (uint64_t)st.st_size);
 	if (ret < 0)
 		return ret;
+	f->dense = st.st_size == 0 || lseek(fd, 0, SEEK_HOLE) >= st.st_size;
 	if (st.st_size == 0)
 		return rkfs_file_use_keyring(f, kr);
 	n = rkfs_pread_full(fd, raw, sizeof(raw), 0);
@@ -229,6 +231,7 @@ static int new_header(struct rkfs_file *f, int fd, const struct rkfs_keyring *kr
 	f->hdr = h;
 	f->has_header = true;
 	f->size = 0;
+	f->dense = true;
 	f->serial = kr->serial;
 	return set_key(f, gk);
 }
@@ -389,6 +392,43 @@ out:
 	((uint64_t)((INT64_MAX - RKFS_HEADER_LEN) / RKFS_CBLOCK_SIZE) * \
 	 RKFS_BLOCK_SIZE)
 
+/*
+ * Sealed blocks are 4136 bytes, so they straddle page boundaries and an
+ * overwrite makes the backing filesystem read the pages at both ends of
+ * the block first.  When those are not cached, start reading the aligned
+ * window around them: the neighbouring small writes that usually follow
+ * then find their pages cached instead of each waiting on a small
+ * synchronous read (as the kernel reads around a page fault).  The probe
+ * is a non-blocking one-byte read of each end.
+ */
+#define WARM_WINDOW (1U << 20)
+static bool warm_unsupported;
+
+static bool page_cached(int fd, uint64_t off)
+{
+	char c;
+	struct iovec v = {&c, 1};
+
+	if (preadv2(fd, &v, 1, (off_t)off, RWF_NOWAIT) >= 0)
+		return true;
+	if (errno == EOPNOTSUPP || errno == EINVAL)
+		__atomic_store_n(&warm_unsupported, true, __ATOMIC_RELAXED);
+	return false;
+}
+
+static void warm_around(int fd, uint64_t off, size_t len)
+{
+	uint64_t start;
+
+	if (len > WARM_WINDOW / 2 ||
+	    __atomic_load_n(&warm_unsupported, __ATOMIC_RELAXED))
+		return;
+	if (page_cached(fd, off) && page_cached(fd, off + len - 1))
+		return;
+	start = off & ~(uint64_t)(WARM_WINDOW - 1);
+	(void)posix_fadvise(fd, (off_t)start, WARM_WINDOW, POSIX_FADV_WILLNEED);
+}
+
 ssize_t rkfs_file_write(struct rkfs_file *f, int fd, const void *buf,
 			size_t len, uint64_t off, const struct rkfs_keyring *kr,
 			uint64_t *bad_block)
@@ -463,10 +503,15 @@ ssize_t rkfs_file_write(struct rkfs_file *f, int fd, const void *buf,
 	 * holes inside the file too), so a full disk fails before anything
 	 * is overwritten. */
 	rstart = reseal ? rkfs_block_offset(final_index(plain)) : coff;
-	if (fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)rstart,
-		      (off_t)(coff + clen - rstart)) < 0 &&
-	    errno != EOPNOTSUPP && errno != ENOSYS)
-		return -errno;
+	if (grows || !f->dense) {
+		if (fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)rstart,
+			      (off_t)(coff + clen - rstart)) < 0 &&
+		    errno != EOPNOTSUPP && errno != ENOSYS)
+			return -errno;
+	} else {
+		/* Overwriting blocks that exist: no space to reserve. */
+		warm_around(fd, coff, clen);
+	}
 	ret = rkfs_pwrite_full(fd, s->cbuf, clen, (off_t)coff);
 	if (ret < 0) {
 		if (grows && ftruncate(fd, (off_t)rkfs_size_to_cipher(plain)) < 0)
@@ -481,6 +526,8 @@ ssize_t rkfs_file_write(struct rkfs_file *f, int fd, const void *buf,
 			return ret;
 		}
 	}
+	if (rkfs_write_leaves_hole(plain, off))
+		f->dense = false;
 	f->size = nplain;
 	return (ssize_t)len;
 }
@@ -503,6 +550,7 @@ int rkfs_file_truncate(struct rkfs_file *f, int fd, uint64_t size,
 		drop_key(f, 0);
 		f->has_header = false;
 		f->size = 0;
+		f->dense = true;
 		return new_header_or_empty(f, fd, kr);
 	}
 	if (size == plain)

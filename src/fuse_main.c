@@ -701,6 +701,10 @@ int main(int argc, char **argv)
 		die_msg("cannot mount on %s", mnt);
 		goto out_destroy;
 	}
+	if (rkfs_wire_install(fuse_get_session(fuse)) != 0) {
+		die_msg("cannot set up the FUSE channel");
+		goto out_unmount;
+	}
 	if (fuse_daemonize(opt.foreground) != 0)
 		goto out_unmount;
 	openlog("rekeyfs", LOG_PID, LOG_DAEMON);

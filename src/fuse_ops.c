@@ -535,13 +535,144 @@ static off_t stat_size(off_t cipher)
 	return (off_t)plain;
 }
 
+/* Is the caller of the current request in group gid? */
+static bool caller_in_group(gid_t gid)
+{
+	struct fuse_context *ctx = fuse_get_context();
+	gid_t groups[64];
+	int n;
+
+	if (ctx->gid == gid)
+		return true;
+	n = fuse_getgroups(64, groups);
+	for (int i = 0; i < n && i < 64; i++)
+		if (groups[i] == gid)
+			return true;
+	return false;
+}
+
+/* ---- suid/sgid on modification ---- */
+
+/*
+ * A write, truncate or O_TRUNC open by a caller without CAP_FSETID clears
+ * suid, and sgid where the kernel would (group-executable, or the caller
+ * outside the file's group), as on any local filesystem.  The daemon
+ * writes backing files as root, so the backing filesystem keeps the bits;
+ * the daemon clears them.  Under FUSE_HANDLE_KILLPRIV_V2 the kernel leaves
+ * this to the daemon entirely and tells it which requests
+ * (rkfs_wire_kill_suidgid()):
+ *
+ *  - WRITE, truncating SETATTR and O_TRUNC OPEN/CREATE carry a flag when
+ *    the caller lacks CAP_FSETID;
+ *  - before a write to a file with suid/sgid the kernel sends a SETATTR
+ *    that sets nothing, which libfuse answers with getattr alone; it is
+ *    honoured there (op_getattr()) unless the caller has CAP_FSETID, so
+ *    the reply carries the new mode and the kernel's cached one is right;
+ *  - fallocate carries no flag, so the caller is asked about directly.
+ *
+ * Without v2 the kernel clears the bits itself before writes and
+ * truncates; the O_TRUNC flag is honoured either way.
+ */
+
+/*
+ * Does the caller of the current request hold CAP_FSETID?  Read from
+ * /proc only when a file with suid/sgid is modified, which is rare; uid 0
+ * stands in when the caller's status cannot be read (another pid
+ * namespace, an exited process).
+ */
+static bool caller_has_fsetid(void)
+{
+	struct fuse_context *ctx = fuse_get_context();
+	unsigned long long caps;
+	char path[64], line[256];
+	bool has = ctx->uid == 0;
+	FILE *f;
+
+	if (ctx->pid <= 0)
+		return has;
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)ctx->pid);
+	f = fopen(path, "re");
+	if (f == NULL)
+		return has;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "CapEff: %llx", &caps) == 1) {
+			has = (caps >> 4) & 1; /* CAP_FSETID */
+			break;
+		}
+	fclose(f);
+	return has;
+}
+
+/* The bits a modification of st by the caller clears, given its request. */
+static mode_t suidgid_to_drop(const struct stat *st, enum rkfs_kill why)
+{
+	mode_t kill = 0;
+
+	if (why == RKFS_KILL_NONE || !S_ISREG(st->st_mode))
+		return 0;
+	if (st->st_mode & S_ISUID)
+		kill |= S_ISUID;
+	if ((st->st_mode & S_ISGID) &&
+	    ((st->st_mode & S_IXGRP) || !caller_in_group(st->st_gid)))
+		kill |= S_ISGID;
+	if (kill && why == RKFS_KILL_UNLESS_FSETID && caller_has_fsetid())
+		kill = 0;
+	return kill;
+}
+
+/* Clear them on an open backing file.  1 if it changed, 0, or -errno. */
+static int drop_suidgid(int fd, enum rkfs_kill why)
+{
+	struct stat st;
+	mode_t kill;
+
+	if (why == RKFS_KILL_NONE || fstat(fd, &st) < 0)
+		return 0;
+	kill = suidgid_to_drop(&st, why);
+	if (kill == 0)
+		return 0;
+	if (fchmod(fd, st.st_mode & 07777 & ~kill) < 0)
+		return -errno;
+	return 1;
+}
+
+static int meta_lock(const char *path);
+
+/* The bare SETATTR case: clear the bits and report the new mode in st. */
+static int getattr_drop_suidgid(const char *path, int fd, struct stat *st)
+{
+	mode_t kill = suidgid_to_drop(st, rkfs_wire_kill_suidgid());
+	mode_t mode = st->st_mode & 07777 & ~kill;
+	int dfd, ret = 0;
+
+	if (kill == 0)
+		return 0;
+	if (fd >= 0) {
+		if (fchmod(fd, mode) < 0)
+			return -errno;
+	} else {
+		dfd = meta_lock(path);
+		if (dfd < -1)
+			return dfd;
+		if (fchmodat(ms->rootfd, rel(path), mode, 0) < 0)
+			ret = -errno;
+		dir_unlock(dfd);
+		if (ret < 0)
+			return ret;
+	}
+	st->st_mode &= ~kill;
+	return 0;
+}
+
 static int op_getattr(const char *path, struct stat *st,
 		      struct fuse_file_info *fi)
 {
 	void *hv = handle_of(fi);
+	int fd = -1;
 
 	if (hv && ((struct fhandle *)hv)->kind == H_FILE) {
-		if (fstat(((struct fhandle *)hv)->fd, st) < 0)
+		fd = ((struct fhandle *)hv)->fd;
+		if (fstat(fd, st) < 0)
 			return -errno;
 	} else if (hv && ((struct dhandle *)hv)->kind == H_DIR) {
 		if (fstat(dirfd(((struct dhandle *)hv)->dp), st) < 0)
@@ -553,6 +684,12 @@ static int op_getattr(const char *path, struct stat *st,
 			return -ENOENT;
 		if (fstatat(ms->rootfd, rel(path), st, AT_SYMLINK_NOFOLLOW) < 0)
 			return -errno;
+	}
+	if (rkfs_wire_kill_suidgid() != RKFS_KILL_NONE) {
+		int ret = getattr_drop_suidgid(path, fd, st);
+
+		if (ret < 0)
+			return ret;
 	}
 	if (S_ISREG(st->st_mode))
 		st->st_size = stat_size(st->st_size);
@@ -577,17 +714,12 @@ static int op_access(const char *path, int mask)
 			return -EACCES;
 		return 0;
 	}
-	if (ctx->uid == st.st_uid) {
+	if (ctx->uid == st.st_uid)
 		bits = (st.st_mode >> 6) & 7;
-	} else {
-		bool in = ctx->gid == st.st_gid;
-		gid_t groups[64];
-		int n = fuse_getgroups(64, groups);
-
-		for (int i = 0; !in && i < n && i < 64; i++)
-			in = groups[i] == st.st_gid;
-		bits = in ? (st.st_mode >> 3) & 7 : st.st_mode & 7;
-	}
+	else if (caller_in_group(st.st_gid))
+		bits = (st.st_mode >> 3) & 7;
+	else
+		bits = st.st_mode & 7;
 	return ((mode_t)mask & bits) == (mode_t)mask ? 0 : -EACCES;
 }
 
@@ -1044,6 +1176,7 @@ static int attach(const char *path, int fd, const struct stat *st, int flags,
 	uint64_t bad = UINT64_MAX;
 	struct kref *k = kr_get();
 	struct node *n = NULL;
+	bool dropped = false;
 	int ret = 0;
 
 	if (h)
@@ -1070,7 +1203,11 @@ static int attach(const char *path, int fd, const struct stat *st, int flags,
 	} else {
 		ret = node_sync_locked(n, k->kr);
 	}
-	if (ret == 0 && (flags & O_TRUNC))
+	if (ret == 0 && (flags & O_TRUNC)) {
+		ret = drop_suidgid(fd, rkfs_wire_kill_suidgid());
+		dropped = ret > 0;
+	}
+	if (ret >= 0 && (flags & O_TRUNC))
 		ret = rkfs_file_truncate(&n->file, fd, 0, k->kr, &bad);
 	else if (ret == 0 && created && !n->file.has_header)
 		ret = rkfs_file_init_empty(&n->file, fd, k->kr);
@@ -1085,6 +1222,9 @@ static int attach(const char *path, int fd, const struct stat *st, int flags,
 	h->node = n;
 	fi->fh = (uintptr_t)h;
 	kr_put(k);
+	/* The kernel does not refetch attributes after an O_TRUNC open. */
+	if (dropped)
+		(void)fuse_invalidate_path(fuse_get_context()->fuse, path);
 	return 0;
 fail:
 	if (n)
@@ -1236,6 +1376,9 @@ static ssize_t write_parallel(struct rkfs_file *f, int fd, const char *buf,
 			      const struct rkfs_keyring *kr, uint64_t *bad)
 {
 	uint64_t end = off + len, mid, cstart, cend;
+	/* Growing through a truncate leaves a hole for a moment; the two
+	 * halves fill it. */
+	bool dense = f->dense && !rkfs_write_leaves_hole(f->size, off);
 	ssize_t r1, r2;
 	int ret = 0;
 
@@ -1287,6 +1430,7 @@ out:
 		return r1;
 	if (r2 < 0)
 		return r2;
+	f->dense = dense;
 	return (ssize_t)len;
 }
 
@@ -1401,8 +1545,14 @@ static int op_write(const char *path, const char *buf, size_t size, off_t off,
 		 * writeback carries its own offset. */
 		if ((h->flags & O_APPEND) && !fi->writepage)
 			off = (off_t)n->file.size;
-		if (size >= PAR_MIN && n->file.has_header && n->file.key &&
-		    par_claim())
+		/* Normally already done by the SETATTR before it; this
+		 * covers a kernel that skipped that check.  Its cached mode
+		 * then catches up when its attributes expire. */
+		r = drop_suidgid(h->fd, rkfs_wire_kill_suidgid());
+		if (r < 0)
+			; /* nothing written */
+		else if (size >= PAR_MIN && n->file.has_header &&
+			 n->file.key && par_claim())
 			r = write_parallel(&n->file, h->fd, buf, size,
 					   (uint64_t)off, k->kr, &bad);
 		else
@@ -1438,6 +1588,8 @@ static int file_truncate(struct fhandle *h, int fd, struct node *n,
 		ret = node_sync_locked(n, k->kr);
 	}
 	if (ret == 0)
+		ret = drop_suidgid(fd, rkfs_wire_kill_suidgid());
+	if (ret >= 0)
 		ret = rkfs_file_truncate(&n->file, fd, (uint64_t)size, k->kr,
 					 &bad);
 	if (ret < 0)
@@ -1504,7 +1656,11 @@ static int op_fallocate(const char *path, int mode, off_t off, off_t len,
 	 * disk and read as holes. */
 	cstart = rkfs_block_offset((uint64_t)off / RKFS_BLOCK_SIZE);
 	cend = rkfs_block_offset(rkfs_block_count(end));
-	if (fallocate(h->fd, FALLOC_FL_KEEP_SIZE, (off_t)cstart,
+	ret = drop_suidgid(h->fd, RKFS_KILL_UNLESS_FSETID);
+	if (ret > 0)
+		ret = 0;
+	if (ret == 0 &&
+	    fallocate(h->fd, FALLOC_FL_KEEP_SIZE, (off_t)cstart,
 		      (off_t)(cend - cstart)) < 0 &&
 	    errno != EOPNOTSUPP)
 		ret = -errno;

@@ -46,4 +46,20 @@ void rkfs_fs_relock_keys(void);
 /* Drop the keyring and all state at exit. */
 void rkfs_fs_teardown(void);
 
+/*
+ * fuse_wire.c: the /dev/fuse channel as libfuse custom I/O.  Install
+ * right after mounting; returns 0 or -errno.  rkfs_wire_killpriv_v2() says
+ * whether the kernel leaves suid/sgid clearing to the daemon, and
+ * rkfs_wire_kill_suidgid() what the request this thread is handling asks:
+ */
+enum rkfs_kill {
+	RKFS_KILL_NONE,		/* nothing */
+	RKFS_KILL_FLAGGED,	/* clear: the caller lacks CAP_FSETID */
+	RKFS_KILL_UNLESS_FSETID /* clear unless the caller has CAP_FSETID */
+};
+struct fuse_session;
+int rkfs_wire_install(struct fuse_session *se);
+bool rkfs_wire_killpriv_v2(void);
+enum rkfs_kill rkfs_wire_kill_suidgid(void);
+
 #endif /* RKFS_FUSE_REKEYFS_I_H */

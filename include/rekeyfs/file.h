@@ -34,7 +34,15 @@ struct rkfs_file {
 	int key_err;            /* why key is NULL: -ENOKEY / -EKEYREVOKED */
 	uint64_t size;          /* plaintext size */
 	uint64_t serial;        /* serial of the keyring key was derived from */
+	bool dense;             /* known to have no holes: overwrites inside
+				 * the file need no space reserved */
 };
+
+/* Does writing at off leave a hole after the end of a file of size? */
+static inline bool rkfs_write_leaves_hole(uint64_t size, uint64_t off)
+{
+	return off / RKFS_BLOCK_SIZE > rkfs_block_count(size);
+}
 
 /*
  * Initialise f from the backing fd: fstat, read and parse the header,
