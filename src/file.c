@@ -429,12 +429,21 @@ static void warm_around(int fd, uint64_t off, size_t len)
 	(void)posix_fadvise(fd, (off_t)start, WARM_WINDOW, POSIX_FADV_WILLNEED);
 }
 
+/* Reserve backing space without changing the size; 0 or -errno. */
+static int reserve(int fd, uint64_t off, uint64_t len)
+{
+	if (fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) < 0 &&
+	    errno != EOPNOTSUPP && errno != ENOSYS)
+		return -errno;
+	return 0;
+}
+
 ssize_t rkfs_file_write(struct rkfs_file *f, int fd, const void *buf,
 			size_t len, uint64_t off, const struct rkfs_keyring *kr,
 			uint64_t *bad_block)
 {
 	const uint8_t *in = buf;
-	uint64_t plain, end, nplain, first, last, nflast, coff, rstart;
+	uint64_t plain, end, nplain, first, last, nflast, coff;
 	bool grows, reseal;
 	struct scratch *s;
 	size_t clen = 0;
@@ -499,19 +508,25 @@ ssize_t rkfs_file_write(struct rkfs_file *f, int fd, const void *buf,
 	}
 	sodium_memzero(s->block, sizeof(s->block));
 	coff = rkfs_block_offset(first);
-	/* Reserve space first (the old final block's re-seal included, and
-	 * holes inside the file too), so a full disk fails before anything
-	 * is overwritten. */
-	rstart = reseal ? rkfs_block_offset(final_index(plain)) : coff;
-	if (grows || !f->dense) {
-		if (fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)rstart,
-			      (off_t)(coff + clen - rstart)) < 0 &&
-		    errno != EOPNOTSUPP && errno != ENOSYS)
-			return -errno;
-	} else {
-		/* Overwriting blocks that exist: no space to reserve. */
+	/*
+	 * A full disk must fail the write before anything already in the
+	 * file is overwritten.  Blocks past the old end need nothing
+	 * reserved: if writing them fails, the file is cut back to its old
+	 * size.  What overwrites old data and may need new space is reserved
+	 * first: the re-sealed old final block (it grows into the space after
+	 * it), a range that starts inside the old data and grows the file,
+	 * and holes being filled.  Overwrites of existing blocks need none.
+	 */
+	ret = 0;
+	if (reseal)
+		ret = reserve(fd, rkfs_block_offset(final_index(plain)),
+			      RKFS_CBLOCK_SIZE);
+	else if (grows ? plain > 0 : !f->dense)
+		ret = reserve(fd, coff, clen);
+	else if (!grows)
 		warm_around(fd, coff, clen);
-	}
+	if (ret < 0)
+		return ret;
 	ret = rkfs_pwrite_full(fd, s->cbuf, clen, (off_t)coff);
 	if (ret < 0) {
 		if (grows && ftruncate(fd, (off_t)rkfs_size_to_cipher(plain)) < 0)
@@ -542,10 +557,17 @@ int rkfs_file_truncate(struct rkfs_file *f, int fd, uint64_t size,
 	int ret;
 
 	if (size == 0) {
+		struct stat st;
+
 		if (f->has_header && plain == 0 &&
 		    f->hdr.generation == kr->primary)
 			return 0;
-		if (ftruncate(fd, 0) < 0)
+		/* Not on a file that is empty already (a new one, opened
+		 * with O_TRUNC): ext4 takes truncate-then-write for a
+		 * rewrite and allocates the blocks at close (auto_da_alloc),
+		 * which would cost every new file's creation and deletion. */
+		if ((fstat(fd, &st) < 0 || st.st_size != 0) &&
+		    ftruncate(fd, 0) < 0)
 			return -errno;
 		drop_key(f, 0);
 		f->has_header = false;

@@ -317,6 +317,10 @@ struct fhandle {
 	int flags; /* the caller's open flags */
 	struct node *node;
 	char *name; /* path at open, for messages */
+	uint64_t seq_end;  /* end of the furthest read (backing offset) */
+	uint64_t ra_until; /* backing read ahead up to here */
+	uint64_t wb_end;   /* end of the last write (backing offset) */
+	uint64_t wb_from;  /* writeback not yet started from here */
 };
 
 struct dhandle {
@@ -1491,6 +1495,40 @@ static int recover_locked(struct node *n, int fd, const struct rkfs_keyring *kr)
 	return n->loaded;
 }
 
+/*
+ * Sequential readers: keep the backing file read ahead of the requests.
+ * The kernel sends a large sequential read as several requests at once
+ * and the worker threads read the backing file for them out of order,
+ * which the backing filesystem's readahead takes for random access; so
+ * for large reads that continue near where the last one ended, the daemon
+ * asks for the next window itself.  Races between threads only make a
+ * window be asked for twice.
+ */
+#define SEQ_MIN_READ (128U << 10)
+#define SEQ_SLACK (8ULL << 20)
+#define SEQ_WINDOW (8ULL << 20)
+
+static void read_ahead(struct fhandle *h, uint64_t off, size_t size)
+{
+	uint64_t cstart = rkfs_block_offset(off / RKFS_BLOCK_SIZE);
+	uint64_t cend = rkfs_block_offset((off + size) / RKFS_BLOCK_SIZE);
+	uint64_t last = __atomic_load_n(&h->seq_end, __ATOMIC_RELAXED);
+	uint64_t until = __atomic_load_n(&h->ra_until, __ATOMIC_RELAXED);
+
+	if (cend > last)
+		__atomic_store_n(&h->seq_end, cend, __ATOMIC_RELAXED);
+	if (size < SEQ_MIN_READ || cstart + SEQ_SLACK < last ||
+	    cstart > last + SEQ_SLACK)
+		return;
+	if (until > cend + SEQ_WINDOW / 2)
+		return;
+	if (until < cend)
+		until = cend;
+	__atomic_store_n(&h->ra_until, until + SEQ_WINDOW, __ATOMIC_RELAXED);
+	(void)posix_fadvise(h->fd, (off_t)until, (off_t)SEQ_WINDOW,
+			    POSIX_FADV_WILLNEED);
+}
+
 static int op_read(const char *path, char *buf, size_t size, off_t off,
 		   struct fuse_file_info *fi)
 {
@@ -1506,6 +1544,7 @@ static int op_read(const char *path, char *buf, size_t size, off_t off,
 	k = kr_get();
 	r = node_lock_current(n, &k, false);
 	if (r == 0) {
+		read_ahead(h, (uint64_t)off, size);
 		r = rkfs_file_read(&n->file, h->fd, buf, size, (uint64_t)off,
 				   &bad);
 		if (r == -EBADMSG) {
@@ -1523,6 +1562,36 @@ static int op_read(const char *path, char *buf, size_t size, off_t off,
 	}
 	kr_put(k);
 	return (int)r;
+}
+
+/*
+ * Sequential writers: start writing the backing file out behind them.
+ * Left to itself the backing filesystem holds a large file's pages dirty
+ * until memory pressure or the writer's fsync, which then waits for all
+ * of it; starting the writeback of every finished 8 MiB keeps the disk
+ * busy while the next blocks are encrypted.  Called under the node's
+ * write lock.
+ */
+#define WB_CHUNK (8ULL << 20)
+
+static void write_behind(struct fhandle *h, uint64_t off, size_t size)
+{
+	uint64_t cstart = rkfs_block_offset(off / RKFS_BLOCK_SIZE);
+	uint64_t cend = rkfs_block_offset((off + size) / RKFS_BLOCK_SIZE);
+	bool seq = cstart <= h->wb_end + SEQ_SLACK &&
+		   cstart + SEQ_SLACK >= h->wb_end;
+
+	h->wb_end = cend;
+	if (size < SEQ_MIN_READ || !seq) {
+		h->wb_from = cend;
+		return;
+	}
+	if (cend < h->wb_from + WB_CHUNK)
+		return;
+	(void)sync_file_range(h->fd, (off_t)h->wb_from,
+			      (off_t)(cend - h->wb_from),
+			      SYNC_FILE_RANGE_WRITE);
+	h->wb_from = cend;
 }
 
 static int op_write(const char *path, const char *buf, size_t size, off_t off,
@@ -1560,6 +1629,8 @@ static int op_write(const char *path, const char *buf, size_t size, off_t off,
 					    (uint64_t)off, k->kr, &bad);
 		if (r < 0)
 			r = report(n, h->name, (int)r, bad);
+		else
+			write_behind(h, (uint64_t)off, size);
 		pthread_rwlock_unlock(&n->lock);
 	}
 	kr_put(k);
@@ -1753,11 +1824,6 @@ out:
 	return ret;
 }
 
-static int op_flush(const char *path, struct fuse_file_info *fi)
-{
-	return 0;
-}
-
 static int op_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 {
 	struct fhandle *h = fhandle_of(fi);
@@ -1807,6 +1873,12 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	return NULL;
 }
 
+/*
+ * No flush: the daemon has nothing to do at close(), and the first FLUSH
+ * answered ENOSYS makes the kernel stop sending them, one round trip less
+ * per close().  Data is written through on every write, so nothing waits
+ * for a flush.
+ */
 static const struct fuse_operations ops = {
     .init = op_init,
     .getattr = op_getattr,
@@ -1832,7 +1904,6 @@ static const struct fuse_operations ops = {
     .read = op_read,
     .write = op_write,
     .statfs = op_statfs,
-    .flush = op_flush,
     .release = op_release,
     .fsync = op_fsync,
     .setxattr = op_setxattr,

@@ -13,6 +13,10 @@
 #   BENCH_RUNTIME   seconds per random-I/O run (default 10)
 #   BENCH_FILES     small files per round (default 5000)
 #   BENCH_TARGETS   subset of "plain rekeyfs gocryptfs securefs"
+#   BENCH_ROWS      subset of the rows (seq_write seq_read rand_read
+#                   rand_write small_create small_stat small_read
+#                   small_delete); seq_read needs seq_write, the small_*
+#                   rows need small_create
 #   BENCH_DIR       where backing directories go (default /var/tmp)
 #   BENCH_QUICK=1   tiny sizes: a smoke run of the whole pipeline
 #   BENCH_KEEP=1    keep the work directory (it is printed)
@@ -226,7 +230,11 @@ m_small_stat() { drop_caches; python3 "$LIB" small stat "$1" "$NFILES"; }
 m_small_read() { drop_caches; python3 "$LIB" small read "$1" "$NFILES"; }
 m_small_delete() { python3 "$LIB" small delete "$1" "$NFILES"; }
 
-ROWS="seq_write seq_read rand_read rand_write small_create small_stat small_read small_delete"
+ALL_ROWS="seq_write seq_read rand_read rand_write small_create small_stat small_read small_delete"
+ROWS=${BENCH_ROWS:-$ALL_ROWS}
+for row in $ROWS; do
+	[[ " $ALL_ROWS " == *" $row "* ]] || die "unknown row '$row' in BENCH_ROWS ($ALL_ROWS)"
+done
 
 # --- run ---------------------------------------------------------------------
 
