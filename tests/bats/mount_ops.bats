@@ -230,6 +230,19 @@ assert st.st_mtime_ns > 1600000000 * 10**9
 	[ "$(errno_of "os.setxattr('$MNT/f', 'user.empty', b'v', os.XATTR_CREATE)")" = EEXIST ]
 	[ "$(errno_of "os.setxattr('$MNT/f', 'user.nope', b'v', os.XATTR_REPLACE)")" = ENODATA ]
 	[ "$(errno_of "os.removexattr('$MNT/f', 'user.nope')")" = ENODATA ]
+	# on the root, in a subdirectory, and on a symlink itself (not its target)
+	setfattr -n user.top -v root "$MNT"
+	[ "$(getfattr --only-values -n user.top "$MNT")" = root ]
+	echo y > "$MNT/d/g"
+	setfattr -n user.deep -v 1 "$MNT/d/g"
+	[ "$(getfattr --only-values -n user.deep "$MNT/d/g")" = 1 ]
+	ln -s f "$MNT/l"
+	setfattr -h -n trusted.link -v own "$MNT/l"
+	[ "$(getfattr -h --only-values -n trusted.link "$MNT/l")" = own ]
+	run getfattr -n trusted.link "$MNT/f"
+	[ "$status" -ne 0 ]
+	run getfattr -h -d -m trusted "$MNT/l"
+	[[ "$output" == *'trusted.link="own"'* ]]
 	# a large value
 	v=$(head -c 3000 /dev/zero | tr '\0' v)
 	setfattr -n user.big -v "$v" "$MNT/f"
