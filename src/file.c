@@ -298,6 +298,44 @@ static int read_block(struct rkfs_file *f, int fd, uint64_t i, uint64_t plain,
 	return 0;
 }
 
+/*
+ * Small random I/O: when the backing pages of a small read or overwrite
+ * are not cached, start reading the aligned 1 MiB window around them, so
+ * that the neighbouring small requests that usually follow find their
+ * pages cached instead of each waiting on a small synchronous read (as
+ * the kernel reads around a page fault).  Overwrites need this too: sealed
+ * blocks are 4136 bytes, so they straddle page boundaries and the backing
+ * filesystem reads the pages at both ends first.  The probe is a
+ * non-blocking one-byte read of each end.
+ */
+#define WARM_WINDOW (1U << 20)
+static bool warm_unsupported;
+
+static bool page_cached(int fd, uint64_t off)
+{
+	char c;
+	struct iovec v = {&c, 1};
+
+	if (preadv2(fd, &v, 1, (off_t)off, RWF_NOWAIT) >= 0)
+		return true;
+	if (errno == EOPNOTSUPP || errno == EINVAL)
+		__atomic_store_n(&warm_unsupported, true, __ATOMIC_RELAXED);
+	return false;
+}
+
+static void warm_around(int fd, uint64_t off, size_t len)
+{
+	uint64_t start;
+
+	if (len > WARM_WINDOW / 2 ||
+	    __atomic_load_n(&warm_unsupported, __ATOMIC_RELAXED))
+		return;
+	if (page_cached(fd, off) && page_cached(fd, off + len - 1))
+		return;
+	start = off & ~(uint64_t)(WARM_WINDOW - 1);
+	(void)posix_fadvise(fd, (off_t)start, WARM_WINDOW, POSIX_FADV_WILLNEED);
+}
+
 ssize_t rkfs_file_read(struct rkfs_file *f, int fd, void *buf, size_t len,
 		       uint64_t off, uint64_t *bad_block)
 {
@@ -320,6 +358,7 @@ ssize_t rkfs_file_read(struct rkfs_file *f, int fd, void *buf, size_t len,
 	s = scratch_get((size_t)(cend - coff));
 	if (s == NULL)
 		return -ENOMEM;
+	warm_around(fd, coff, (size_t)(cend - coff));
 	n = rkfs_pread_full(fd, s->cbuf, (size_t)(cend - coff), (off_t)coff);
 	if (n < 0)
 		return n;
@@ -391,43 +430,6 @@ out:
 #define MAX_PLAIN \
 	((uint64_t)((INT64_MAX - RKFS_HEADER_LEN) / RKFS_CBLOCK_SIZE) * \
 	 RKFS_BLOCK_SIZE)
-
-/*
- * Sealed blocks are 4136 bytes, so they straddle page boundaries and an
- * overwrite makes the backing filesystem read the pages at both ends of
- * the block first.  When those are not cached, start reading the aligned
- * window around them: the neighbouring small writes that usually follow
- * then find their pages cached instead of each waiting on a small
- * synchronous read (as the kernel reads around a page fault).  The probe
- * is a non-blocking one-byte read of each end.
- */
-#define WARM_WINDOW (1U << 20)
-static bool warm_unsupported;
-
-static bool page_cached(int fd, uint64_t off)
-{
-	char c;
-	struct iovec v = {&c, 1};
-
-	if (preadv2(fd, &v, 1, (off_t)off, RWF_NOWAIT) >= 0)
-		return true;
-	if (errno == EOPNOTSUPP || errno == EINVAL)
-		__atomic_store_n(&warm_unsupported, true, __ATOMIC_RELAXED);
-	return false;
-}
-
-static void warm_around(int fd, uint64_t off, size_t len)
-{
-	uint64_t start;
-
-	if (len > WARM_WINDOW / 2 ||
-	    __atomic_load_n(&warm_unsupported, __ATOMIC_RELAXED))
-		return;
-	if (page_cached(fd, off) && page_cached(fd, off + len - 1))
-		return;
-	start = off & ~(uint64_t)(WARM_WINDOW - 1);
-	(void)posix_fadvise(fd, (off_t)start, WARM_WINDOW, POSIX_FADV_WILLNEED);
-}
 
 /* Reserve backing space without changing the size; 0 or -errno. */
 static int reserve(int fd, uint64_t off, uint64_t len)

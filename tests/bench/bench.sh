@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # make bench: rekeyfs side by side with a plain directory, gocryptfs and
-# securefs, in one run.  Every round runs every row on every target, so
-# noise from the rest of the machine hits all of them alike; the table shows
-# medians over the rounds.  A benchmark, not a test: it exits non-zero only
+# securefs, in one run.  Every round runs every row on every target, row by
+# row, so noise from the rest of the machine hits all of them alike; the
+# table shows medians over the rounds.  A benchmark, not a test: it exits non-zero only
 # when a measurement could not be taken.
 #
 # Environment:
@@ -260,12 +260,18 @@ RES=$WORK/results.tsv
 : >"$RES"
 FAILS=0
 n=${#ACTIVE[@]}
+declare -A LINE
 for r in $(seq 1 "$ROUNDS"); do
-	# rotate the order each round so no target always runs first
-	for i in $(seq 0 $((n - 1))); do
-		t=${ACTIVE[$(((i + r - 1) % n))]}
-		line="round $r/$ROUNDS  $(printf '%-9s' "$t")"
-		for row in $ROWS; do
+	for t in "${ACTIVE[@]}"; do
+		LINE[$t]="round $r/$ROUNDS  $(printf '%-9s' "$t")"
+	done
+	# Row by row, every target in turn, so each row's numbers for all
+	# targets are taken minutes apart at most; the order rotates so that
+	# no target always runs first (or right after another's writeback).
+	k=0
+	for row in $ROWS; do
+		for i in $(seq 0 $((n - 1))); do
+			t=${ACTIVE[$(((i + r + k - 1) % n))]}
 			if v=$("m_$row" "${DIR[$t]}") && [ -n "$v" ]; then
 				:
 			else
@@ -274,9 +280,12 @@ for r in $(seq 1 "$ROUNDS"); do
 				echo "bench: $t $row failed" >&2
 			fi
 			echo "$r $t $row $v" >>"$RES"
-			line+="  $row=$v"
+			LINE[$t]+="  $row=$v"
 		done
-		echo "$line"
+		k=$((k + 1))
+	done
+	for t in "${ACTIVE[@]}"; do
+		echo "${LINE[$t]}"
 	done
 done
 
