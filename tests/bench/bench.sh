@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # make bench: rekeyfs side by side with a plain directory, gocryptfs and
-# securefs, in one run.  Every round runs every row on every target, row by
-# row, so noise from the rest of the machine hits all of them alike; the
-# table shows medians over the rounds.  A benchmark, not a test: it exits non-zero only
+# securefs, in one run.  Every round runs every row on every target, so
+# noise from the rest of the machine hits all of them alike; the table shows
+# medians over the rounds.  A benchmark, not a test: it exits non-zero only
 # when a measurement could not be taken.
 #
 # Environment:
 #   REKEYFS_BUILD   build directory with the rekeyfs daemon (make sets it)
-#   BENCH_ROUNDS    rounds (default 3, 1 with BENCH_QUICK)
+#   BENCH_ROUNDS    rounds (default 5, 1 with BENCH_QUICK)
 #   BENCH_SIZE_MB   sequential file size in MiB (default 512)
 #   BENCH_RAND_MB   random-I/O file size in MiB (default 256)
 #   BENCH_RUNTIME   seconds per random-I/O run (default 10)
@@ -35,7 +35,7 @@ if [ "${BENCH_QUICK:-0}" = 1 ]; then
 	RUNTIME=${BENCH_RUNTIME:-1}
 	NFILES=${BENCH_FILES:-200}
 else
-	ROUNDS=${BENCH_ROUNDS:-3}
+	ROUNDS=${BENCH_ROUNDS:-5}
 	SIZE_MB=${BENCH_SIZE_MB:-512}
 	RAND_MB=${BENCH_RAND_MB:-256}
 	RUNTIME=${BENCH_RUNTIME:-10}
@@ -260,18 +260,12 @@ RES=$WORK/results.tsv
 : >"$RES"
 FAILS=0
 n=${#ACTIVE[@]}
-declare -A LINE
 for r in $(seq 1 "$ROUNDS"); do
-	for t in "${ACTIVE[@]}"; do
-		LINE[$t]="round $r/$ROUNDS  $(printf '%-9s' "$t")"
-	done
-	# Row by row, every target in turn, so each row's numbers for all
-	# targets are taken minutes apart at most; the order rotates so that
-	# no target always runs first (or right after another's writeback).
-	k=0
-	for row in $ROWS; do
-		for i in $(seq 0 $((n - 1))); do
-			t=${ACTIVE[$(((i + r + k - 1) % n))]}
+	# rotate the order each round so no target always runs first
+	for i in $(seq 0 $((n - 1))); do
+		t=${ACTIVE[$(((i + r - 1) % n))]}
+		line="round $r/$ROUNDS  $(printf '%-9s' "$t")"
+		for row in $ROWS; do
 			if v=$("m_$row" "${DIR[$t]}") && [ -n "$v" ]; then
 				:
 			else
@@ -280,12 +274,9 @@ for r in $(seq 1 "$ROUNDS"); do
 				echo "bench: $t $row failed" >&2
 			fi
 			echo "$r $t $row $v" >>"$RES"
-			LINE[$t]+="  $row=$v"
+			line+="  $row=$v"
 		done
-		k=$((k + 1))
-	done
-	for t in "${ACTIVE[@]}"; do
-		echo "${LINE[$t]}"
+		echo "$line"
 	done
 done
 
