@@ -1866,7 +1866,13 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	cfg->use_ino = 1;
 	cfg->nullpath_ok = 1;
 	cfg->hard_remove = 0;
-	cfg->entry_timeout = 1.0;
+	/* Names change only through the mount: rekeyfs-rekey keeps every
+	 * name (it renames a hidden copy over it, and path-based requests
+	 * then reach the new file), so the kernel may keep names for 10 s
+	 * and skip a LOOKUP before most unlinks and opens.  Attributes (a
+	 * rekeyed file's inode number, sizes seen through other hard links)
+	 * expire after 1 s, and a missing name is never cached. */
+	cfg->entry_timeout = 10.0;
 	cfg->attr_timeout = 1.0;
 	cfg->negative_timeout = 0.0;
 	/* Ask for 1 MiB requests; libfuse derives max_pages from this. */
