@@ -1513,9 +1513,16 @@ static int recover_locked(struct node *n, int fd, const struct rkfs_keyring *kr)
  * asks for the next window itself.  Races between threads only make a
  * window be asked for twice.
  */
-#define SEQ_MIN_READ (128U << 10)
+#define SEQ_MIN_IO (128U << 10)
 #define SEQ_SLACK (8ULL << 20)
 #define SEQ_WINDOW (8ULL << 20)
+
+/* Does a request at backing offset cstart continue one that ended at last?
+ * (Out of order by up to SEQ_SLACK either way, as concurrent requests are.) */
+static bool continues(uint64_t cstart, uint64_t last)
+{
+	return cstart + SEQ_SLACK >= last && cstart <= last + SEQ_SLACK;
+}
 
 static void read_ahead(struct fhandle *h, uint64_t off, size_t size)
 {
@@ -1526,8 +1533,7 @@ static void read_ahead(struct fhandle *h, uint64_t off, size_t size)
 
 	if (cend > last)
 		__atomic_store_n(&h->seq_end, cend, __ATOMIC_RELAXED);
-	if (size < SEQ_MIN_READ || cstart + SEQ_SLACK < last ||
-	    cstart > last + SEQ_SLACK)
+	if (size < SEQ_MIN_IO || !continues(cstart, last))
 		return;
 	if (until > cend + SEQ_WINDOW / 2)
 		return;
@@ -1587,11 +1593,10 @@ static void write_behind(struct fhandle *h, uint64_t off, size_t size)
 {
 	uint64_t cstart = rkfs_block_offset(off / RKFS_BLOCK_SIZE);
 	uint64_t cend = rkfs_block_offset((off + size) / RKFS_BLOCK_SIZE);
-	bool seq = cstart <= h->wb_end + SEQ_SLACK &&
-		   cstart + SEQ_SLACK >= h->wb_end;
+	bool seq = continues(cstart, h->wb_end);
 
 	h->wb_end = cend;
-	if (size < SEQ_MIN_READ || !seq) {
+	if (size < SEQ_MIN_IO || !seq) {
 		h->wb_from = cend;
 		return;
 	}

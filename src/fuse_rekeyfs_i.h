@@ -48,9 +48,8 @@ void rkfs_fs_teardown(void);
 
 /*
  * fuse_wire.c: the /dev/fuse channel as libfuse custom I/O.  Install
- * right after mounting; returns 0 or -errno.  rkfs_wire_killpriv_v2() says
- * whether the kernel leaves suid/sgid clearing to the daemon, and
- * rkfs_wire_kill_suidgid() what the request this thread is handling asks:
+ * right after mounting; returns 0 or -errno.  rkfs_wire_kill_suidgid()
+ * says what the request this thread is handling asks of suid/sgid:
  */
 enum rkfs_kill {
 	RKFS_KILL_NONE,		/* nothing */
@@ -59,7 +58,6 @@ enum rkfs_kill {
 };
 struct fuse_session;
 int rkfs_wire_install(struct fuse_session *se);
-bool rkfs_wire_killpriv_v2(void);
 enum rkfs_kill rkfs_wire_kill_suidgid(void);
 
 #endif /* RKFS_FUSE_REKEYFS_I_H */

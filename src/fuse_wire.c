@@ -54,11 +54,6 @@ enum rkfs_kill rkfs_wire_kill_suidgid(void)
 	return req_kill;
 }
 
-bool rkfs_wire_killpriv_v2(void)
-{
-	return killpriv_v2;
-}
-
 /* The request body after its header, if at least len bytes long. */
 static const void *body(const void *buf, ssize_t n, size_t len)
 {
