@@ -1,4 +1,5 @@
 #include "rekeyfs/format.h"
+#include "rekeyfs/crypt.h"
 
 #include <errno.h>
 #include <string.h>
@@ -34,7 +35,7 @@ void rkfs_header_init(struct rkfs_header *h, uint32_t generation)
 	h->cipher = RKFS_CIPHER_XCHACHA20POLY1305;
 	h->generation = generation;
 	do
-		randombytes_buf(h->file_id, sizeof(h->file_id));
+		rkfs_crypt_random(h->file_id, sizeof(h->file_id));
 	while (rkfs_is_zero(h->file_id, sizeof(h->file_id)));
 	memcpy(h->raw, RKFS_MAGIC, RKFS_MAGIC_LEN);
 	h->raw[6] = h->version;

@@ -110,6 +110,7 @@ struct node {
 	dev_t dev;
 	ino_t ino;
 	unsigned refs; /* under table_mu */
+	char *hidden;  /* .fuse_hidden* path libfuse gave it (table_mu) */
 	bool loaded;   /* file is valid; under lock (write) */
 	pthread_rwlock_t lock;
 	struct rkfs_file file;
@@ -154,6 +155,8 @@ static struct node *node_ref(const struct stat *st)
 	return n;
 }
 
+static void unlink_hidden(const char *path);
+
 static void node_put(struct node *n)
 {
 	size_t b = node_hash(n->dev, n->ino);
@@ -172,6 +175,10 @@ static void node_put(struct node *n)
 	}
 	pthread_mutex_unlock(&table_mu);
 	if (last) {
+		if (n->hidden) {
+			unlink_hidden(n->hidden);
+			free(n->hidden);
+		}
 		if (n->loaded)
 			rkfs_file_release(&n->file);
 		pthread_rwlock_destroy(&n->lock);
@@ -363,58 +370,20 @@ static bool reserved(const char *path)
 	return b[0] && rkfs_name_reserved(b);
 }
 
-static int flock_retry(int fd, int how)
-{
-	while (flock(fd, how) < 0) {
-		if (errno != EINTR)
-			return -errno;
-	}
-	return 0;
-}
-
-/* Open the parent directory of path (a fresh open file description, so
- * each flock is independent).  Returns an fd or -errno. */
-static int parent_open(const char *path)
-{
-	const char *slash = strrchr(path, '/');
-	char *dir;
-	int fd;
-
-	if (slash == NULL || slash == path) {
-		fd =
-		    openat(ms->rootfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		return fd < 0 ? -errno : fd;
-	}
-	dir = strndup(path + 1, (size_t)(slash - path - 1));
-	if (dir == NULL)
-		return -ENOMEM;
-	fd = openat(ms->rootfd, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	free(dir);
-	return fd < 0 ? -errno : fd;
-}
-
 /*
  * LOCK_SH on path's parent directory: the rekey tool replaces files while
- * holding LOCK_EX there.  Returns the locked fd (close() unlocks) or -errno.
+ * holding LOCK_EX there.  Returns the directory's fd, locked, for *at()
+ * calls on the base name (the fd belongs to fuse_dirlock.c; give it back
+ * with dir_unlock()), or -errno.
  */
 static int dir_lock(const char *path)
 {
-	int fd = parent_open(path), ret;
-
-	if (fd < 0)
-		return fd;
-	ret = flock_retry(fd, LOCK_SH);
-	if (ret < 0) {
-		close(fd);
-		return ret;
-	}
-	return fd;
+	return rkfs_dirlock_get(path);
 }
 
 static void dir_unlock(int fd)
 {
-	if (fd >= 0)
-		close(fd);
+	rkfs_dirlock_put(fd);
 }
 
 static bool same_dir(const char *a, const char *b)
@@ -440,7 +409,7 @@ static int open_locked(const char *path, int oflags, int *fdp, struct stat *stp)
 			    oflags | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 		if (fd < 0)
 			return -errno;
-		ret = flock_retry(fd, LOCK_SH);
+		ret = rkfs_flock_retry(fd, LOCK_SH);
 		if (ret == 0 && fstat(fd, stp) < 0)
 			ret = -errno;
 		if (ret < 0) {
@@ -486,20 +455,21 @@ static int backing_flags(int flags)
 static int set_owner(int dirfd, const char *path, mode_t mode)
 {
 	struct fuse_context *ctx = fuse_get_context();
+	const char *name = base_name(path);
 	struct stat pst, st;
 	gid_t gid;
 	mode_t want;
 
-	if (geteuid() != 0 || ctx == NULL ||
-	    (ctx->uid == geteuid() && ctx->gid == getegid()))
+	if (ms->euid != 0 || ctx == NULL ||
+	    (ctx->uid == ms->euid && ctx->gid == ms->egid))
 		return 0; /* already the caller's, mode exact (umask 0) */
 	if (fstat(dirfd, &pst) < 0 ||
-	    fstatat(ms->rootfd, rel(path), &st, AT_SYMLINK_NOFOLLOW) < 0)
+	    fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return -errno;
 	gid = (pst.st_mode & S_ISGID) ? pst.st_gid : ctx->gid;
 	if (st.st_uid != ctx->uid || st.st_gid != gid) {
-		if (fchownat(ms->rootfd, rel(path), ctx->uid, gid,
-			     AT_SYMLINK_NOFOLLOW) < 0)
+		if (fchownat(dirfd, name, ctx->uid, gid, AT_SYMLINK_NOFOLLOW) <
+		    0)
 			return -errno;
 	}
 	if (S_ISLNK(st.st_mode))
@@ -507,10 +477,10 @@ static int set_owner(int dirfd, const char *path, mode_t mode)
 	want = mode & 07777;
 	if (S_ISDIR(st.st_mode) && (pst.st_mode & S_ISGID))
 		want |= S_ISGID;
-	if (fstatat(ms->rootfd, rel(path), &st, AT_SYMLINK_NOFOLLOW) < 0)
+	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return -errno;
 	if ((st.st_mode & 07777) != want &&
-	    fchmodat(ms->rootfd, rel(path), want, 0) < 0)
+	    fchmodat(dirfd, name, want, 0) < 0)
 		return -errno;
 	return 0;
 }
@@ -845,7 +815,7 @@ static int op_mkdir(const char *path, mode_t mode)
 	dfd = dir_lock(path);
 	if (dfd < 0)
 		return dfd;
-	if (mkdirat(ms->rootfd, rel(path), mode & 07777) < 0)
+	if (mkdirat(dfd, base_name(path), mode & 07777) < 0)
 		ret = -errno;
 	else
 		ret = set_owner(dfd, path, mode);
@@ -876,7 +846,7 @@ static int op_mknod(const char *path, mode_t mode, dev_t rdev)
 	if (dfd < 0)
 		return dfd;
 	if (S_ISREG(mode)) {
-		fd = openat(ms->rootfd, rel(path),
+		fd = openat(dfd, base_name(path),
 			    O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
 			    mode & 07777);
 		if (fd < 0) {
@@ -887,7 +857,7 @@ static int op_mknod(const char *path, mode_t mode, dev_t rdev)
 		if (flock(fd, LOCK_SH | LOCK_NB) == 0)
 			ret = init_header(fd);
 		close(fd);
-	} else if (mknodat(ms->rootfd, rel(path), mode, rdev) < 0) {
+	} else if (mknodat(dfd, base_name(path), mode, rdev) < 0) {
 		ret = -errno;
 	}
 	if (ret == 0)
@@ -906,7 +876,7 @@ static int op_symlink(const char *target, const char *path)
 	dfd = dir_lock(path);
 	if (dfd < 0)
 		return dfd;
-	if (symlinkat(target, ms->rootfd, rel(path)) < 0)
+	if (symlinkat(target, dfd, base_name(path)) < 0)
 		ret = -errno;
 	else
 		ret = set_owner(dfd, path, 0777);
@@ -923,7 +893,7 @@ static int op_unlink(const char *path)
 	dfd = dir_lock(path);
 	if (dfd < 0)
 		return dfd;
-	if (unlinkat(ms->rootfd, rel(path), 0) < 0)
+	if (unlinkat(dfd, base_name(path), 0) < 0)
 		ret = -errno;
 	dir_unlock(dfd);
 	return ret;
@@ -938,10 +908,69 @@ static int op_rmdir(const char *path)
 	dfd = dir_lock(path);
 	if (dfd < 0)
 		return dfd;
-	if (unlinkat(ms->rootfd, rel(path), AT_REMOVEDIR) < 0)
+	if (unlinkat(dfd, base_name(path), AT_REMOVEDIR) < 0)
 		ret = -errno;
+	else
+		rkfs_dirlock_forget(path);
 	dir_unlock(dfd);
 	return ret;
+}
+
+/*
+ * Files unlinked while open.  libfuse (hard_remove off) renames such a
+ * file to a .fuse_hidden* name and unlinks that name at the last release,
+ * so I/O and fstat on the open file keep working.  But libfuse 3.14 lets
+ * the two race: when the release is handled while the unlink is between
+ * its "still open?" check and the rename, neither removes the hidden
+ * name, and it stays in the backing directory for good (its directory
+ * can no longer be removed).  So the daemon tracks hidden names too: the
+ * node of a file that is still open remembers its hidden path and
+ * removes it when its last handle goes; a file whose handles are already
+ * gone is removed at once.  libfuse's own later unlink then finds
+ * nothing, which it ignores.
+ */
+static bool hiding(const char *to)
+{
+	const char *b = base_name(to);
+
+	return strncmp(b, ".fuse_hidden", 12) == 0 && rkfs_wire_hiding(b);
+}
+
+static void adopt_hidden(int dfd, const char *to)
+{
+	struct stat st;
+	struct node *n;
+	char *copy;
+	size_t b;
+
+	if (fstatat(dfd, base_name(to), &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+	    !S_ISREG(st.st_mode))
+		return;
+	copy = strdup(to);
+	b = node_hash(st.st_dev, st.st_ino);
+	pthread_mutex_lock(&table_mu);
+	for (n = table[b]; n; n = n->next)
+		if (n->dev == st.st_dev && n->ino == st.st_ino)
+			break;
+	if (n && copy) {
+		free(n->hidden);
+		n->hidden = copy;
+		copy = NULL;
+	}
+	pthread_mutex_unlock(&table_mu);
+	if (n == NULL) /* released meanwhile: nobody will remove it */
+		(void)unlinkat(dfd, base_name(to), 0);
+	free(copy);
+}
+
+static void unlink_hidden(const char *path)
+{
+	int dfd = dir_lock(path);
+
+	if (dfd < 0)
+		return;
+	(void)unlinkat(dfd, base_name(path), 0);
+	dir_unlock(dfd);
 }
 
 static int op_rename(const char *from, const char *to, unsigned int flags)
@@ -962,8 +991,16 @@ static int op_rename(const char *from, const char *to, unsigned int flags)
 			return d2;
 		}
 	}
-	if (renameat2(ms->rootfd, rel(from), ms->rootfd, rel(to), flags) < 0)
+	if (renameat2(d1, base_name(from), d2 < 0 ? d1 : d2, base_name(to),
+		      flags) < 0) {
 		ret = -errno;
+	} else {
+		/* A directory moved or replaced: its old names are stale. */
+		rkfs_dirlock_forget(from);
+		rkfs_dirlock_forget(to);
+		if (flags == 0 && hiding(to))
+			adopt_hidden(d2 < 0 ? d1 : d2, to);
+	}
 	dir_unlock(d2);
 	dir_unlock(d1);
 	return ret;
@@ -989,7 +1026,8 @@ static int op_link(const char *from, const char *to)
 			return sfd;
 		}
 	}
-	if (linkat(ms->rootfd, rel(from), ms->rootfd, rel(to), 0) < 0)
+	if (linkat(sfd < 0 ? dfd : sfd, base_name(from), dfd, base_name(to),
+		   0) < 0)
 		ret = -errno;
 	dir_unlock(sfd);
 	dir_unlock(dfd);
@@ -1270,7 +1308,8 @@ static int op_open(const char *path, struct fuse_file_info *fi)
 static int op_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 {
 	int bflags = backing_flags(fi->flags) | O_NOFOLLOW | O_CLOEXEC;
-	bool created = true;
+	const char *name = base_name(path);
+	bool created = true, locked = false;
 	struct stat st, pst;
 	int dfd, fd, ret;
 
@@ -1279,11 +1318,10 @@ static int op_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 	dfd = dir_lock(path);
 	if (dfd < 0)
 		return dfd;
-	fd = openat(ms->rootfd, rel(path), bflags | O_CREAT | O_EXCL,
-		    mode & 07777);
+	fd = openat(dfd, name, bflags | O_CREAT | O_EXCL, mode & 07777);
 	if (fd < 0 && errno == EEXIST && !(fi->flags & O_EXCL)) {
 		created = false;
-		fd = openat(ms->rootfd, rel(path), bflags);
+		fd = openat(dfd, name, bflags);
 	}
 	if (fd < 0) {
 		ret = -errno;
@@ -1291,17 +1329,23 @@ static int op_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 		return ret;
 	}
 	ret = created ? set_owner(dfd, path, mode) : 0;
-	dir_unlock(dfd);
-	/* File lock only after the directory lock is gone. */
+	/* Under the directory lock the name cannot be replaced, so a file
+	 * lock taken now needs no re-check.  Only try it: the rekey tool
+	 * takes the directory lock while it holds a file lock, so waiting
+	 * for the file here could deadlock with it. */
 	if (ret == 0)
-		ret = flock_retry(fd, LOCK_SH);
+		locked = flock(fd, LOCK_SH | LOCK_NB) == 0;
+	dir_unlock(dfd);
+	if (ret == 0 && !locked)
+		ret = rkfs_flock_retry(fd, LOCK_SH);
 	if (ret == 0 && fstat(fd, &st) < 0)
 		ret = -errno;
 	if (ret < 0) {
 		close(fd);
 		return ret;
 	}
-	if (fstatat(ms->rootfd, rel(path), &pst, AT_SYMLINK_NOFOLLOW) == 0 &&
+	if (!locked &&
+	    fstatat(ms->rootfd, rel(path), &pst, AT_SYMLINK_NOFOLLOW) == 0 &&
 	    (pst.st_dev != st.st_dev || pst.st_ino != st.st_ino)) {
 		/* Replaced while we waited for the lock. */
 		close(fd);
@@ -1958,6 +2002,9 @@ static bool keyring_file_changed(const struct stat *st)
 void rkfs_fs_setup(struct rkfs_mount_state *state, struct rkfs_keyring *kr)
 {
 	ms = state;
+	ms->euid = geteuid();
+	ms->egid = getegid();
+	rkfs_dirlock_init(ms->rootfd);
 	if (stat(ms->keyring, &kr_seen) < 0)
 		memset(&kr_seen, 0, sizeof(kr_seen));
 	if (kr_install(kr) < 0) {
@@ -2052,6 +2099,7 @@ void rkfs_fs_teardown(void)
 {
 	struct kref *k;
 
+	rkfs_dirlock_clear();
 	if (par.started) {
 		pthread_mutex_lock(&par.mu);
 		par.quit = true;

@@ -7,6 +7,7 @@
 #define RKFS_FUSE_REKEYFS_I_H
 
 #include <stdbool.h>
+#include <sys/types.h>
 
 #include <fuse.h>
 
@@ -19,6 +20,8 @@ struct rkfs_mount_state {
 	const char *keyring;	/* absolute keyring path, for reloads */
 	bool ro;		/* -o ro: never record or create metadata */
 	bool single;		/* -s: one thread serves every request */
+	uid_t euid;		/* the daemon's own ids (set by rkfs_fs_setup) */
+	gid_t egid;
 	struct rkfs_meta *meta; /* owned; changed only by reloads */
 };
 
@@ -47,6 +50,21 @@ void rkfs_fs_relock_keys(void);
 void rkfs_fs_teardown(void);
 
 /*
+ * fuse_dirlock.c: LOCK_SH on the backing directory that holds path's last
+ * component.  rkfs_dirlock_get() returns that directory's fd, locked (or
+ * -errno); hand it back with rkfs_dirlock_put(), and never close it.
+ * After a directory is renamed, replaced or removed through the mount,
+ * rkfs_dirlock_forget() it (with everything below it).
+ */
+void rkfs_dirlock_init(int rootfd);
+int rkfs_dirlock_get(const char *path);
+void rkfs_dirlock_put(int fd);
+void rkfs_dirlock_forget(const char *path);
+void rkfs_dirlock_clear(void);
+/* flock(), retried on EINTR.  0 or -errno. */
+int rkfs_flock_retry(int fd, int how);
+
+/*
  * fuse_wire.c: the /dev/fuse channel as libfuse custom I/O.  Install
  * right after mounting; returns 0 or -errno.  rkfs_wire_kill_suidgid()
  * says what the request this thread is handling asks of suid/sgid:
@@ -59,5 +77,12 @@ enum rkfs_kill {
 struct fuse_session;
 int rkfs_wire_install(struct fuse_session *se);
 enum rkfs_kill rkfs_wire_kill_suidgid(void);
+
+/*
+ * Whether a rename to the name to (a .fuse_hidden* name) is libfuse
+ * hiding a file that is still open, rather than the caller's own rename:
+ * true while handling an UNLINK, or a RENAME whose new name is not to.
+ */
+bool rkfs_wire_hiding(const char *to);
 
 #endif /* RKFS_FUSE_REKEYFS_I_H */

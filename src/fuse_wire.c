@@ -21,6 +21,7 @@
 #include "fuse_rekeyfs_i.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -33,6 +34,8 @@
 
 /* Set by the read hook for the request this thread reads next. */
 static __thread enum rkfs_kill req_kill;
+static __thread uint32_t req_opcode;
+static __thread char req_newname[NAME_MAX + 1]; /* RENAME, RENAME2 */
 
 /* SETATTR bits that change an attribute. */
 #define FATTR_CHANGES                                                     \
@@ -62,6 +65,35 @@ static const void *body(const void *buf, ssize_t n, size_t len)
 	return (const uint8_t *)buf + sizeof(struct fuse_in_header);
 }
 
+bool rkfs_wire_hiding(const char *to)
+{
+	if (req_opcode == FUSE_UNLINK)
+		return true;
+	if (req_opcode == FUSE_RENAME || req_opcode == FUSE_RENAME2)
+		return req_newname[0] && strcmp(to, req_newname) != 0;
+	return false;
+}
+
+/* The new name of a rename request: after the fixed part, "old\0new\0". */
+static void keep_newname(const void *buf, ssize_t n, size_t fixed)
+{
+	const char *p = body(buf, n, fixed), *end = (const char *)buf + n;
+	const char *old_end, *new_end;
+
+	req_newname[0] = '\0';
+	if (p == NULL)
+		return;
+	p += fixed;
+	old_end = memchr(p, '\0', (size_t)(end - p));
+	if (old_end == NULL)
+		return;
+	p = old_end + 1;
+	new_end = memchr(p, '\0', (size_t)(end - p));
+	if (new_end == NULL || (size_t)(new_end - p) > NAME_MAX)
+		return;
+	memcpy(req_newname, p, (size_t)(new_end - p) + 1);
+}
+
 static void inspect(const void *buf, ssize_t n)
 {
 	const struct fuse_in_header *in = buf;
@@ -72,9 +104,17 @@ static void inspect(const void *buf, ssize_t n)
 	const struct fuse_init_in *init;
 
 	req_kill = RKFS_KILL_NONE;
+	req_opcode = 0;
 	if ((size_t)n < sizeof(*in))
 		return;
+	req_opcode = in->opcode;
 	switch (in->opcode) {
+	case FUSE_RENAME:
+		keep_newname(buf, n, sizeof(struct fuse_rename_in));
+		break;
+	case FUSE_RENAME2:
+		keep_newname(buf, n, sizeof(struct fuse_rename2_in));
+		break;
 	case FUSE_WRITE:
 		w = body(buf, n, sizeof(*w));
 		if (w && (w->write_flags & FUSE_WRITE_KILL_SUIDGID))

@@ -18,6 +18,15 @@
 int rkfs_crypt_init(void) __attribute__((warn_unused_result));
 
 /*
+ * len <= RKFS_RANDOM_MAX bytes of system randomness (randombytes_buf()),
+ * for nonces and file ids: drawn from a per-thread buffer that one
+ * system call refills every few hundred bytes.  Every byte is handed out
+ * once, and a child process starts with an empty buffer.
+ */
+#define RKFS_RANDOM_MAX 64
+void rkfs_crypt_random(void *out, size_t len) __attribute__((nonnull));
+
+/*
  * Derive the per-file key: BLAKE2b-256 keyed with the generation key over
  * "rekeyfs v1 content" || file id.  out must hold RKFS_KEY_LEN bytes.
  */

@@ -82,6 +82,77 @@ except OSError as e:
 	[ "$(cat "$MNT/x/c")" = one ]
 }
 
+# The daemon keeps directory fds open for its directory locks; these
+# check that every change lands in the directory that has the name now.
+@test "after a directory is renamed, replaced, exchanged or removed, new entries land in the one at the name" {
+	mkdir "$MNT/a"
+	touch "$MNT/a/1"
+	mv "$MNT/a" "$MNT/b"
+	mkdir "$MNT/a"
+	touch "$MNT/a/2"
+	ln -s t "$MNT/a/s"
+	mkdir "$MNT/a/d"
+	mv "$MNT/b/1" "$MNT/a/3"
+	ln "$MNT/a/2" "$MNT/a/4"
+	[ "$(ls "$BACK/b" | tr '\n' ' ')" = "" ]
+	[ "$(ls "$BACK/a" | tr '\n' ' ')" = "2 3 4 d s " ]
+	# a parent renamed
+	mkdir -p "$MNT/p/q"
+	touch "$MNT/p/q/1"
+	mv "$MNT/p" "$MNT/r"
+	mkdir -p "$MNT/p/q"
+	touch "$MNT/p/q/2"
+	[ "$(ls "$BACK/r/q" | tr '\n' ' ')" = "1 " ]
+	[ "$(ls "$BACK/p/q" | tr '\n' ' ')" = "2 " ]
+	# an empty directory replaced by rename
+	mkdir "$MNT/s" "$MNT/t"
+	touch "$MNT/s/1" "$MNT/t/1"
+	rm "$MNT/t/1"
+	mv -T "$MNT/s" "$MNT/t"
+	touch "$MNT/t/2"
+	[ ! -e "$MNT/s" ]
+	[ "$(ls "$BACK/t" | tr '\n' ' ')" = "1 2 " ]
+	# two directories exchanged
+	mkdir "$MNT/x" "$MNT/y"
+	touch "$MNT/x/from-x" "$MNT/y/from-y"
+	[ "$(errno_of "renameat2('$MNT/x', '$MNT/y', 2)")" = OK ]
+	touch "$MNT/x/new-x" "$MNT/y/new-y"
+	rm "$MNT/x/from-y"
+	[ "$(ls "$BACK/x" | tr '\n' ' ')" = "new-x " ]
+	[ "$(ls "$BACK/y" | tr '\n' ' ')" = "from-x new-y " ]
+	# removed and made again
+	mkdir "$MNT/c"
+	touch "$MNT/c/1"
+	rm "$MNT/c/1"
+	rmdir "$MNT/c"
+	mkdir "$MNT/c"
+	touch "$MNT/c/2"
+	[ "$(ls "$BACK/c" | tr '\n' ' ')" = "2 " ]
+	[ "$(ls "$MNT/c" | tr '\n' ' ')" = "2 " ]
+}
+
+@test "work in more directories than the daemon keeps open; no directory stays locked" {
+	local i j
+	for i in $(seq 1 40); do mkdir "$MNT/d$i"; done
+	for j in 1 2 3; do
+		for i in $(seq 1 40); do echo "$i.$j" > "$MNT/d$i/f$j"; done
+	done
+	for i in $(seq 1 40); do
+		rm "$MNT/d$i/f2"
+		mv "$MNT/d$i/f3" "$MNT/d$(((i % 40) + 1))/g$i"
+	done
+	for i in $(seq 1 40); do
+		[ "$(cat "$MNT/d$i/f1")" = "$i.1" ]
+		[ ! -e "$BACK/d$i/f2" ]
+		j=$((((i + 38) % 40) + 1))
+		[ "$(cat "$MNT/d$i/g$j")" = "$j.3" ]
+		[ "$(ls "$BACK/d$i" | wc -l)" = 2 ]
+		# the shared lock went with the last operation
+		flock -x -n "$BACK/d$i" true
+	done
+	flock -x -n "$BACK" true
+}
+
 @test "hard links share content and keep both names" {
 	echo orig > "$MNT/a"
 	ln "$MNT/a" "$MNT/b"
@@ -330,4 +401,14 @@ os.close(d)
 	[ "$status" -ne 0 ]
 	[[ "$output" == *"Read-only"* ]]
 	cmp "$RK_TMP/meta.before" "$BACK/.rekeyfs.conf"
+}
+
+@test "nsx: threads renaming, moving and removing directories while others work in them" {
+	local seed secs=3
+	seed=$(od -An -tu4 -N4 /dev/urandom | tr -d ' ')
+	[ "${REKEYFS_STRESS:-0}" = 1 ] && secs=30
+	run "$PY" "$BATS_TEST_DIRNAME/../prog/nsx.py" "$MNT" "$BACK" "$seed" "$secs" 4
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"nsx: seed $seed"* ]]
 }

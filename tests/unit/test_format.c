@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <sodium.h>
@@ -208,6 +209,53 @@ static void test_block_kat(void)
 		rkfs_block_seal(sealed, big, sizeof(big), 7, 0, &h, fk);
 		CHECK(memcmp(cb, sealed, RKFS_NONCE_LEN) != 0);
 	}
+}
+
+/*
+ * The buffered randomness behind nonces and file ids: no nonce repeats
+ * across many refills, and after fork() parent and child draw different
+ * bytes (an inherited buffer would hand both the same nonces).
+ */
+static int cmp_nonce(const void *a, const void *b)
+{
+	return memcmp(a, b, RKFS_NONCE_LEN);
+}
+
+static void test_random(void)
+{
+	enum { N = 1000 };
+	static uint8_t n[N][RKFS_NONCE_LEN];
+	uint8_t mine[RKFS_NONCE_LEN], child[RKFS_NONCE_LEN], big[100];
+	int dup = 0, fds[2], st;
+	pid_t pid;
+
+	for (int i = 0; i < N; i++)
+		rkfs_crypt_random(n[i], RKFS_NONCE_LEN);
+	qsort(n, N, RKFS_NONCE_LEN, cmp_nonce);
+	for (int i = 1; i < N; i++)
+		dup += memcmp(n[i - 1], n[i], RKFS_NONCE_LEN) == 0;
+	CHECK_EQ(dup, 0);
+	/* more than the buffer takes at once: straight from libsodium */
+	memset(big, 0, sizeof(big));
+	rkfs_crypt_random(big, sizeof(big));
+	CHECK(!rkfs_is_zero(big + 90, 10));
+
+	rkfs_crypt_random(mine, 1); /* leave the buffer partly used */
+	SETUP(pipe(fds) == 0);
+	pid = fork();
+	SETUP(pid >= 0);
+	if (pid == 0) {
+		rkfs_crypt_random(child, sizeof(child));
+		_exit(write(fds[1], child, sizeof(child)) == sizeof(child) ? 0
+									   : 1);
+	}
+	rkfs_crypt_random(mine, sizeof(mine));
+	CHECK_EQ(read(fds[0], child, sizeof(child)), sizeof(child));
+	CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) &&
+	      WEXITSTATUS(st) == 0);
+	CHECK(memcmp(mine, child, sizeof(mine)) != 0);
+	close(fds[0]);
+	close(fds[1]);
 }
 
 /* ---- size arithmetic ---------------------------------------------------- */
@@ -540,6 +588,7 @@ int main(void)
 	test_kdf();
 	test_header();
 	test_block_kat();
+	test_random();
 	test_sizes();
 	test_reserved();
 	test_tamper();
