@@ -500,7 +500,8 @@ static void stop_reload_thread(void)
 /*
  * The kernel caps FUSE readahead at its bdi default (128 KiB), so large
  * sequential reads arrive as 128 KiB requests, one or two at a time.  As
- * root, raise the mount's bdi readahead to 4 MiB: a sequential reader
+ * root, raise the mount's bdi readahead to 4 MiB (before the kernel has
+ * the INIT reply, which then keeps it; see op_init): a sequential reader
  * then keeps several 1 MiB requests in flight, which the worker threads
  * decrypt in parallel while the backing reads run ahead.  Found through
  * mountinfo, not stat(), so no request to this very filesystem is needed.
@@ -538,7 +539,7 @@ static void raise_readahead(const char *mnt)
 			 "/sys/class/bdi/%u:%u/read_ahead_kb", major, minor);
 		fd = open(path, O_WRONLY | O_CLOEXEC);
 		if (fd >= 0) {
-			if (write(fd, "4096", 4) < 0)
+			if (dprintf(fd, "%d", RKFS_READAHEAD_KB) < 0)
 				rkfs_log(LOG_DEBUG, "%s: %s", path,
 					 strerror(errno));
 			close(fd);

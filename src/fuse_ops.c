@@ -1924,9 +1924,11 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	cfg->entry_timeout = 10.0;
 	cfg->attr_timeout = 1.0;
 	cfg->negative_timeout = 0.0;
-	/* Ask for 1 MiB requests; libfuse derives max_pages from this. */
+	/* Ask for 1 MiB requests; libfuse derives max_pages from this.  The
+	 * kernel sets the mount's readahead to the smaller of this and what
+	 * it is when the reply arrives (raised already, as root). */
 	conn->max_write = 1U << 20;
-	conn->max_readahead = 1U << 20;
+	conn->max_readahead = RKFS_READAHEAD_KB * 1024U;
 	if (conn->capable & FUSE_CAP_ASYNC_READ)
 		conn->want |= FUSE_CAP_ASYNC_READ;
 	pthread_mutex_lock(&par.mu);

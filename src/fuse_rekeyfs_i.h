@@ -26,6 +26,13 @@ struct rkfs_mount_state {
 };
 
 /*
+ * Readahead of the mount, in KiB: raised to this as root (fuse_main.c),
+ * and the most the INIT reply lets the kernel use (fuse_ops.c); the kernel
+ * keeps the smaller of the two.
+ */
+#define RKFS_READAHEAD_KB 4096
+
+/*
  * Hand the mount state and the initial keyring (ownership passes) to the
  * FUSE layer.  Call once before fuse_new().
  */

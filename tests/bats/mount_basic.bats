@@ -66,6 +66,11 @@ csize() {
 	cmp "$RK_TMP/big" "$MNT/big"
 }
 
+@test "as root the mount reads ahead 4 MiB, so sequential reads keep several requests in flight" {
+	# The INIT reply's max_readahead caps what the daemon set before it.
+	[ "$(cat "/sys/class/bdi/$(mountpoint -d "$MNT")/read_ahead_kb")" = 4096 ]
+}
+
 @test "sparse files stay sparse and read as zeros" {
 	truncate -s 100M "$MNT/sparse"
 	printf 'end' >> "$MNT/sparse"
