@@ -336,6 +336,35 @@ static void warm_around(int fd, uint64_t off, size_t len)
 	(void)posix_fadvise(fd, (off_t)start, WARM_WINDOW, POSIX_FADV_WILLNEED);
 }
 
+/*
+ * rkfs_pread_full() for reads, with warm_around() folded in: a small read
+ * first tries a non-blocking read of the whole range, which is all it
+ * takes when the pages are cached; only when that comes up short is the
+ * window around them started before the blocking read of the rest.
+ */
+static ssize_t read_warm(int fd, uint8_t *buf, size_t len, uint64_t off)
+{
+	struct iovec v = {buf, len};
+	ssize_t n = 0, r;
+
+	if (len <= WARM_WINDOW / 2 &&
+	    !__atomic_load_n(&warm_unsupported, __ATOMIC_RELAXED)) {
+		n = preadv2(fd, &v, 1, (off_t)off, RWF_NOWAIT);
+		if (n == (ssize_t)len)
+			return n;
+		if (n < 0 && (errno == EOPNOTSUPP || errno == EINVAL))
+			__atomic_store_n(&warm_unsupported, true,
+					 __ATOMIC_RELAXED);
+		if (n < 0)
+			n = 0; /* the blocking read below reports errors */
+		(void)posix_fadvise(fd,
+				    (off_t)(off & ~(uint64_t)(WARM_WINDOW - 1)),
+				    WARM_WINDOW, POSIX_FADV_WILLNEED);
+	}
+	r = rkfs_pread_full(fd, buf + n, len - (size_t)n, (off_t)(off + n));
+	return r < 0 ? r : n + r;
+}
+
 ssize_t rkfs_file_read(struct rkfs_file *f, int fd, void *buf, size_t len,
 		       uint64_t off, uint64_t *bad_block)
 {
@@ -358,8 +387,7 @@ ssize_t rkfs_file_read(struct rkfs_file *f, int fd, void *buf, size_t len,
 	s = scratch_get((size_t)(cend - coff));
 	if (s == NULL)
 		return -ENOMEM;
-	warm_around(fd, coff, (size_t)(cend - coff));
-	n = rkfs_pread_full(fd, s->cbuf, (size_t)(cend - coff), (off_t)coff);
+	n = read_warm(fd, s->cbuf, (size_t)(cend - coff), coff);
 	if (n < 0)
 		return n;
 	if ((uint64_t)n != cend - coff) {
