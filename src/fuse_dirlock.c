@@ -81,7 +81,7 @@ static struct slot *find(const char *dir, size_t len)
 		struct slot *s = &slots[i];
 
 		if (s->dir && !s->retired && s->len == len &&
-		    memcmp(s->dir, dir, len) == 0)
+		    strncmp(s->dir, dir, len) == 0)
 			return s;
 	}
 	return NULL;
@@ -237,7 +237,7 @@ void rkfs_dirlock_forget(const char *path)
 		struct slot *s = &slots[i];
 
 		if (s->dir == NULL || s->retired || s->len < len ||
-		    memcmp(s->dir, path + 1, len) != 0 ||
+		    strncmp(s->dir, path + 1, len) != 0 ||
 		    (s->len > len && s->dir[len] != '/'))
 			continue;
 		if (s->users == 0)
