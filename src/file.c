@@ -323,17 +323,22 @@ static bool page_cached(int fd, uint64_t off)
 	return false;
 }
 
+/* Start reading the aligned window around off. */
+static void warm_window(int fd, uint64_t off)
+{
+	uint64_t start = off & ~(uint64_t)(WARM_WINDOW - 1);
+
+	(void)posix_fadvise(fd, (off_t)start, WARM_WINDOW, POSIX_FADV_WILLNEED);
+}
+
 static void warm_around(int fd, uint64_t off, size_t len)
 {
-	uint64_t start;
-
 	if (len > WARM_WINDOW / 2 ||
 	    __atomic_load_n(&warm_unsupported, __ATOMIC_RELAXED))
 		return;
 	if (page_cached(fd, off) && page_cached(fd, off + len - 1))
 		return;
-	start = off & ~(uint64_t)(WARM_WINDOW - 1);
-	(void)posix_fadvise(fd, (off_t)start, WARM_WINDOW, POSIX_FADV_WILLNEED);
+	warm_window(fd, off);
 }
 
 /*
@@ -357,9 +362,7 @@ static ssize_t read_warm(int fd, uint8_t *buf, size_t len, uint64_t off)
 					 __ATOMIC_RELAXED);
 		if (n < 0)
 			n = 0; /* the blocking read below reports errors */
-		(void)posix_fadvise(fd,
-				    (off_t)(off & ~(uint64_t)(WARM_WINDOW - 1)),
-				    WARM_WINDOW, POSIX_FADV_WILLNEED);
+		warm_window(fd, off);
 	}
 	r = rkfs_pread_full(fd, buf + n, len - (size_t)n, (off_t)(off + n));
 	return r < 0 ? r : n + r;
