@@ -1,8 +1,10 @@
 /*
  * rekeyfs FUSE callbacks (libfuse3 high-level API, path based).
  *
- * Every backing operation is relative to the backing root fd (path + 1, or
- * "." for "/").  Regular files are served through per-inode nodes keyed by
+ * Backing paths are relative to the backing root fd (path + 1, or "." for
+ * "/"); namespace changes are made on the base name relative to the
+ * parent directory's fd, which carries its rekey-protocol lock
+ * (fuse_dirlock.c).  Regular files are served through per-inode nodes keyed by
  * the backing (st_dev, st_ino); each node holds a struct rkfs_file and a
  * rwlock (reads shared; writes, truncates and key changes exclusive).
  *
@@ -129,15 +131,23 @@ static size_t node_hash(dev_t dev, ino_t ino)
 	return (size_t)(h >> 20) % NODE_BUCKETS;
 }
 
+/* The node of a backing inode, if it has one.  table_mu held. */
+static struct node *node_find(const struct stat *st)
+{
+	struct node *n = table[node_hash(st->st_dev, st->st_ino)];
+
+	while (n && (n->dev != st->st_dev || n->ino != st->st_ino))
+		n = n->next;
+	return n;
+}
+
 static struct node *node_ref(const struct stat *st)
 {
 	size_t b = node_hash(st->st_dev, st->st_ino);
 	struct node *n;
 
 	pthread_mutex_lock(&table_mu);
-	for (n = table[b]; n; n = n->next)
-		if (n->dev == st->st_dev && n->ino == st->st_ino)
-			break;
+	n = node_find(st);
 	if (n) {
 		n->refs++;
 	} else {
@@ -941,17 +951,13 @@ static void adopt_hidden(int dfd, const char *to)
 	struct stat st;
 	struct node *n;
 	char *copy;
-	size_t b;
 
 	if (fstatat(dfd, base_name(to), &st, AT_SYMLINK_NOFOLLOW) < 0 ||
 	    !S_ISREG(st.st_mode))
 		return;
 	copy = strdup(to);
-	b = node_hash(st.st_dev, st.st_ino);
 	pthread_mutex_lock(&table_mu);
-	for (n = table[b]; n; n = n->next)
-		if (n->dev == st.st_dev && n->ino == st.st_ino)
-			break;
+	n = node_find(&st);
 	if (n && copy) {
 		free(n->hidden);
 		n->hidden = copy;
