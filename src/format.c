@@ -1,5 +1,6 @@
 #include "rekeyfs/format.h"
 #include "rekeyfs/crypt.h"
+#include "rekeyfs/fsio.h"
 
 #include <errno.h>
 #include <string.h>

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <ini.h>
@@ -303,6 +304,14 @@ int rkfs_meta_open(struct rkfs_meta **out, int rootfd, const char *root,
 				"%s: not empty and has no %s; rekeyfs only "
 				"initialises an empty backing directory",
 				root, RKFS_META_NAME);
+		/* Users own their backing files but need not reach them
+		 * directly: only root goes through the backing root unless
+		 * the owner opens it up (a chmod of the mount's root). */
+		if (fchmod(rootfd, 0700) < 0) {
+			ret = -errno;
+			return rkfs_error_set(err, ret, "%s: chmod: %s", root,
+					      strerror(-ret));
+		}
 		m = calloc(1, sizeof(*m));
 		if (m == NULL)
 			return -ENOMEM;

@@ -60,7 +60,8 @@
 /*
  * Names that start with this prefix belong to rekeyfs in every directory of
  * the backing tree (metadata, the rekey lock, rekey temp files).  The mount
- * never lists them and refuses to create them.
+ * never lists them and refuses to create them; rkfs_name_reserved() in
+ * rekeyfs/fsio.h tests a name.
  */
 #define RKFS_RESERVED_PREFIX ".rekeyfs"
 #define RKFS_RESERVED_PREFIX_LEN 8
@@ -111,9 +112,6 @@ static inline uint64_t rkfs_block_count(uint64_t plain)
 
 /* True if the buffer is all zero bytes (a hole block). Not constant time. */
 bool rkfs_is_zero(const uint8_t *buf, size_t len) __attribute__((nonnull));
-
-/* Is name reserved for rekeyfs' own files (see RKFS_RESERVED_PREFIX)? */
-bool rkfs_name_reserved(const char *name) __attribute__((nonnull));
 
 /* Big-endian helpers. */
 static inline void rkfs_put_be32(uint8_t *p, uint32_t v)

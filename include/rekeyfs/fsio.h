@@ -69,4 +69,12 @@ int rkfs_rename_durable(int dirfd, const char *from, int dirfd2,
 int rkfs_path_split(char **dir, char **base, const char *path)
 	__attribute__((warn_unused_result));
 
+/*
+ * Is name reserved for rekeyfs' own files in every directory of the
+ * backing tree (metadata, the rekey lock, rekey temp files: names that
+ * start with ".rekeyfs", RKFS_RESERVED_PREFIX in rekeyfs/format.h)?  The
+ * mount never lists them and refuses to create them.
+ */
+bool rkfs_name_reserved(const char *name) __attribute__((nonnull));
+
 #endif /* RKFS_FSIO_H */

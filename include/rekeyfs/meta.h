@@ -54,8 +54,9 @@ int rkfs_meta_load(struct rkfs_meta **out, int rootfd, struct rkfs_error *err)
 
 /*
  * Everything a mount or tool does at start: load the metadata (creating it
- * if RKFS_META_CREATE and the directory is empty; a non-empty directory
- * without metadata is refused with -ENOTEMPTY), check kr against it
+ * if RKFS_META_CREATE and the directory is empty, which also makes the
+ * directory mode 0700; a non-empty directory without metadata is refused
+ * with -ENOTEMPTY), check kr against it
  * (-EKEYREJECTED on a mismatch), and with RKFS_META_RECORD record kr's
  * primary generation.  root names the directory in messages.
  */

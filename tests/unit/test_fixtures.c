@@ -22,6 +22,7 @@
 #include "rekeyfs/crypt.h"
 #include "rekeyfs/file.h"
 #include "rekeyfs/format.h"
+#include "rekeyfs/fsio.h"
 #include "rekeyfs/keyring.h"
 #include "rekeyfs/meta.h"
 
