@@ -13,6 +13,7 @@
 
 #include "rekeyfs/crypt.h"
 #include "rekeyfs/fsio.h"
+#include "file_i.h"
 
 #define CHUNK_BLOCKS 256 /* 1 MiB of plaintext per streaming step */
 
@@ -167,6 +168,11 @@ int rkfs_file_plain_size(uint64_t *plain, uint64_t cipher_size)
 	return rkfs_size_to_plain(plain, cipher_size);
 }
 
+uint32_t rkfs_file_generation(const struct rkfs_file *f)
+{
+	return f->has_header ? f->hdr.generation : 0;
+}
+
 int rkfs_file_use_keyring(struct rkfs_file *f, const struct rkfs_keyring *kr)
 {
 	const unsigned char *gk;
@@ -269,8 +275,9 @@ int rkfs_file_init_empty(struct rkfs_file *f, int fd,
  * receives the block's plaintext length, returned in *len).  Holes read as
  * zeros.  Used for read-modify-write of partial blocks.
  */
-static int read_block(struct rkfs_file *f, int fd, uint64_t i, uint64_t plain,
-		      uint8_t *out, size_t *len, uint64_t *bad_block)
+static int read_block(const struct rkfs_file *f, int fd, uint64_t i,
+		      uint64_t plain, uint8_t *out, size_t *len,
+		      uint64_t *bad_block)
 {
 	uint8_t cb[RKFS_CBLOCK_SIZE];
 	size_t cl = cblock_len(plain, i);
@@ -435,8 +442,8 @@ bad:
  * Re-seal the old final block oflast of a file of plain bytes as a full,
  * non-final block (zero padded), because the file grows past it.
  */
-static int reseal_old_final(struct rkfs_file *f, int fd, uint64_t plain,
-			    uint64_t *bad_block)
+static int reseal_old_final(const struct rkfs_file *f, int fd,
+			    uint64_t plain, uint64_t *bad_block)
 {
 	uint8_t pb[RKFS_BLOCK_SIZE], cb[RKFS_CBLOCK_SIZE];
 	uint64_t i = final_index(plain);
@@ -454,16 +461,7 @@ out:
 	return ret;
 }
 
-/*
- * Largest plaintext size whose ciphertext size still fits in an off_t
- * (whole blocks only, so the check needs no overflow care).
- */
-#define MAX_PLAIN \
-	((uint64_t)((INT64_MAX - RKFS_HEADER_LEN) / RKFS_CBLOCK_SIZE) * \
-	 RKFS_BLOCK_SIZE)
-
-/* Reserve backing space without changing the size; 0 or -errno. */
-static int reserve(int fd, uint64_t off, uint64_t len)
+int rkfs_file_reserve(int fd, uint64_t off, uint64_t len)
 {
 	if (fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) < 0 &&
 	    errno != EOPNOTSUPP && errno != ENOSYS)
@@ -471,20 +469,124 @@ static int reserve(int fd, uint64_t off, uint64_t len)
 	return 0;
 }
 
-ssize_t rkfs_file_write(struct rkfs_file *f, int fd, const void *buf,
-			size_t len, uint64_t off, const struct rkfs_keyring *kr,
-			uint64_t *bad_block)
+/*
+ * One write: blocks [first, last] sealed into cbuf (block i at
+ * (i - first) * RKFS_CBLOCK_SIZE) for a file that goes from plain to
+ * nplain bytes.  Everything here is fixed before sealing starts, so a
+ * helper thread may seal and write the run [i0, i1] while the writer does
+ * the blocks before it: each block is read (partial blocks), sealed and
+ * written by one thread only, and neither touches *f.
+ */
+struct wrange {
+	const struct rkfs_file *f;
+	int fd;
+	const uint8_t *in;
+	uint64_t off, end, plain, nplain, nflast, first;
+	uint8_t *cbuf;
+	uint64_t i0, i1; /* the helper's run */
+	uint64_t bad;    /* the helper's bad block */
+};
+
+/* Plaintext length of block i once written. */
+static size_t wr_blen(const struct wrange *w, uint64_t i)
 {
-	const uint8_t *in = buf;
-	uint64_t plain, end, nplain, first, last, nflast, coff;
+	return i < w->nflast ? RKFS_BLOCK_SIZE
+			     : (size_t)(w->nplain - i * RKFS_BLOCK_SIZE);
+}
+
+static size_t wr_cpos(const struct wrange *w, uint64_t i)
+{
+	return (size_t)(i - w->first) * RKFS_CBLOCK_SIZE;
+}
+
+/* Sealed length of blocks [i0, i1]: only the last can be short. */
+static size_t wr_clen(const struct wrange *w, uint64_t i0, uint64_t i1)
+{
+	return wr_cpos(w, i1) - wr_cpos(w, i0) + wr_blen(w, i1) +
+	       RKFS_BLOCK_OVERHEAD;
+}
+
+static int seal_run(const struct wrange *w, uint64_t i0, uint64_t i1,
+		    uint64_t *bad_block)
+{
+	uint8_t pb[RKFS_BLOCK_SIZE];
+	bool used = false;
+	int ret = 0;
+
+	for (uint64_t i = i0; i <= i1; i++) {
+		uint64_t bstart = i * RKFS_BLOCK_SIZE;
+		size_t nlen = wr_blen(w, i);
+		uint64_t from = w->off > bstart ? w->off : bstart;
+		uint64_t to = w->end < bstart + nlen ? w->end : bstart + nlen;
+		const uint8_t *src;
+
+		if (from == bstart && to == bstart + nlen) {
+			src = w->in + (bstart - w->off);
+		} else {
+			size_t olen = 0;
+
+			used = true;
+			if (bstart < w->plain) {
+				ret = read_block(w->f, w->fd, i, w->plain, pb,
+						 &olen, bad_block);
+				if (ret < 0)
+					break;
+			}
+			if (olen < nlen)
+				memset(pb + olen, 0, nlen - olen);
+			memcpy(pb + (from - bstart), w->in + (from - w->off),
+			       (size_t)(to - from));
+			src = pb;
+		}
+		rkfs_block_seal(w->cbuf + wr_cpos(w, i), src, nlen, i,
+				i == w->nflast, &w->f->hdr, w->f->key);
+	}
+	if (used)
+		sodium_memzero(pb, sizeof(pb));
+	return ret;
+}
+
+static int seal_job(void *arg)
+{
+	struct wrange *w = arg;
+
+	return seal_run(w, w->i0, w->i1, &w->bad);
+}
+
+static int write_job(void *arg)
+{
+	struct wrange *w = arg;
+
+	return rkfs_pwrite_full(w->fd, w->cbuf + wr_cpos(w, w->i0),
+				wr_clen(w, w->i0, w->i1),
+				(off_t)rkfs_block_offset(w->i0));
+}
+
+/*
+ * Large writes are split on a block boundary: a helper of the sealer
+ * seals the second half while this thread seals the first; once both
+ * are sealed (so an unreadable partial block still fails the write before
+ * anything is written) and the space is reserved, each writes its half.
+ */
+#define PAR_MIN (256 * 1024)
+
+static ssize_t write_range(struct rkfs_file *f, int fd, const void *buf,
+			   size_t len, uint64_t off,
+			   const struct rkfs_keyring *kr, uint64_t *bad_block,
+			   struct rkfs_sealer *sealer)
+{
+	struct wrange w = { .f = f, .fd = fd, .in = buf, .off = off,
+			    .bad = UINT64_MAX };
+	struct rkfs_helper *h = NULL;
+	uint64_t last, mid, coff;
 	bool grows, reseal;
 	struct scratch *s;
-	size_t clen = 0;
-	int ret;
+	size_t clen;
+	int ret, hret;
 
 	if (len == 0)
 		return 0;
-	if (off > MAX_PLAIN || len > MAX_PLAIN - off)
+	if (off > RKFS_FILE_MAX_PLAIN || len > RKFS_FILE_MAX_PLAIN - off)
 		return -EFBIG;
 	if (!f->has_header) {
 		ret = new_header(f, fd, kr);
@@ -496,51 +598,42 @@ ssize_t rkfs_file_write(struct rkfs_file *f, int fd, const void *buf,
 	}
 	if (f->key == NULL)
 		return f->key_err ? f->key_err : -ENOKEY;
-	plain = f->size;
-	end = off + len;
-	nplain = end > plain ? end : plain;
-	grows = nplain > plain;
-	first = off / RKFS_BLOCK_SIZE;
-	last = (end - 1) / RKFS_BLOCK_SIZE;
-	nflast = final_index(nplain);
+	w.plain = f->size;
+	w.end = off + len;
+	w.nplain = w.end > w.plain ? w.end : w.plain;
+	grows = w.nplain > w.plain;
+	w.first = off / RKFS_BLOCK_SIZE;
+	last = (w.end - 1) / RKFS_BLOCK_SIZE;
+	w.nflast = final_index(w.nplain);
 	/* The old final block stops being final; if it lies before the
 	 * written range it must be re-sealed separately. */
-	reseal = grows && plain > 0 && final_index(plain) < first;
+	reseal = grows && w.plain > 0 && final_index(w.plain) < w.first;
 
-	s = scratch_get((size_t)(last - first + 1) * RKFS_CBLOCK_SIZE);
+	s = scratch_get((size_t)(last - w.first + 1) * RKFS_CBLOCK_SIZE);
 	if (s == NULL)
 		return -ENOMEM;
-	for (uint64_t i = first; i <= last; i++) {
-		uint64_t bstart = i * RKFS_BLOCK_SIZE;
-		size_t nlen = i < nflast ? RKFS_BLOCK_SIZE
-					 : (size_t)(nplain - bstart);
-		uint64_t from = off > bstart ? off : bstart;
-		uint64_t to = end < bstart + nlen ? end : bstart + nlen;
-		uint8_t *cb = s->cbuf + (i - first) * RKFS_CBLOCK_SIZE;
-		const uint8_t *src;
-
-		if (from == bstart && to == bstart + nlen) {
-			src = in + (bstart - off);
-		} else {
-			size_t olen = 0;
-
-			if (bstart < plain) {
-				ret = read_block(f, fd, i, plain, s->block,
-						 &olen, bad_block);
-				if (ret < 0)
-					return ret;
-			}
-			if (olen < nlen)
-				memset(s->block + olen, 0, nlen - olen);
-			memcpy(s->block + (from - bstart), in + (from - off),
-			       (size_t)(to - from));
-			src = s->block;
-		}
-		rkfs_block_seal(cb, src, nlen, i, i == nflast, &f->hdr, f->key);
-		clen += nlen + RKFS_BLOCK_OVERHEAD;
+	w.cbuf = s->cbuf;
+	clen = wr_clen(&w, w.first, last);
+	if (len >= PAR_MIN && last > w.first)
+		h = rkfs_sealer_claim(sealer);
+	mid = h ? w.first + (last - w.first + 1) / 2 : last + 1;
+	if (h) {
+		w.i0 = mid;
+		w.i1 = last;
+		rkfs_helper_run(h, seal_job, &w);
 	}
-	sodium_memzero(s->block, sizeof(s->block));
-	coff = rkfs_block_offset(first);
+	ret = seal_run(&w, w.first, mid - 1, bad_block);
+	if (h) {
+		hret = rkfs_helper_wait(h);
+		if (ret == 0 && hret < 0) {
+			ret = hret;
+			if (bad_block)
+				*bad_block = w.bad;
+		}
+	}
+	if (ret < 0)
+		goto out;
+	coff = rkfs_block_offset(w.first);
 	/*
 	 * A full disk must fail the write before anything already in the
 	 * file is overwritten.  Blocks past the old end need nothing
@@ -550,34 +643,60 @@ ssize_t rkfs_file_write(struct rkfs_file *f, int fd, const void *buf,
 	 * it), a range that starts inside the old data and grows the file,
 	 * and holes being filled.  Overwrites of existing blocks need none.
 	 */
-	ret = 0;
 	if (reseal)
-		ret = reserve(fd, rkfs_block_offset(final_index(plain)),
+		ret = rkfs_file_reserve(fd, rkfs_block_offset(final_index(w.plain)),
 			      RKFS_CBLOCK_SIZE);
-	else if (grows ? plain > 0 : !f->dense)
-		ret = reserve(fd, coff, clen);
+	else if (grows ? w.plain > 0 : !f->dense)
+		ret = rkfs_file_reserve(fd, coff, clen);
 	else if (!grows)
 		warm_around(fd, coff, clen);
 	if (ret < 0)
-		return ret;
-	ret = rkfs_pwrite_full(fd, s->cbuf, clen, (off_t)coff);
+		goto out;
+	if (h)
+		rkfs_helper_run(h, write_job, &w);
+	ret = rkfs_pwrite_full(fd, w.cbuf, h ? wr_cpos(&w, mid) : clen,
+			       (off_t)coff);
+	if (h) {
+		hret = rkfs_helper_wait(h);
+		if (ret == 0)
+			ret = hret;
+	}
 	if (ret < 0) {
-		if (grows && ftruncate(fd, (off_t)rkfs_size_to_cipher(plain)) < 0)
+		if (grows &&
+		    ftruncate(fd, (off_t)rkfs_size_to_cipher(w.plain)) < 0)
 			ret = -EIO;
-		return ret;
+		goto out;
 	}
 	if (reseal) {
-		ret = reseal_old_final(f, fd, plain, bad_block);
+		ret = reseal_old_final(f, fd, w.plain, bad_block);
 		if (ret < 0) {
-			if (ftruncate(fd, (off_t)rkfs_size_to_cipher(plain)) < 0)
+			if (ftruncate(fd, (off_t)rkfs_size_to_cipher(w.plain)) < 0)
 				ret = -EIO;
-			return ret;
+			goto out;
 		}
 	}
-	if (rkfs_write_leaves_hole(plain, off))
+	if (rkfs_write_leaves_hole(w.plain, off))
 		f->dense = false;
-	f->size = nplain;
-	return (ssize_t)len;
+	f->size = w.nplain;
+out:
+	if (h)
+		rkfs_helper_release(h);
+	return ret < 0 ? ret : (ssize_t)len;
+}
+
+ssize_t rkfs_file_write(struct rkfs_file *f, int fd, const void *buf,
+			size_t len, uint64_t off, const struct rkfs_keyring *kr,
+			uint64_t *bad_block)
+{
+	return write_range(f, fd, buf, len, off, kr, bad_block, NULL);
+}
+
+ssize_t rkfs_file_write_mt(struct rkfs_file *f, int fd, const void *buf,
+			   size_t len, uint64_t off,
+			   const struct rkfs_keyring *kr, uint64_t *bad_block,
+			   struct rkfs_sealer *s)
+{
+	return write_range(f, fd, buf, len, off, kr, bad_block, s);
 }
 
 int rkfs_file_truncate(struct rkfs_file *f, int fd, uint64_t size,

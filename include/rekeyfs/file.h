@@ -108,6 +108,103 @@ int rkfs_file_plain_size(uint64_t *plain, uint64_t cipher_size)
 	__attribute__((warn_unused_result, nonnull));
 
 /*
+ * Plaintext size to report (stat) for a backing regular file of
+ * cipher_size bytes: exact for every size a valid file can have; for any
+ * other size (corruption), the plaintext the whole blocks present would
+ * hold, so that the file can still be listed, renamed and removed while
+ * its reads fail with -EBADMSG.  Never fails.
+ */
+uint64_t rkfs_file_stat_size(uint64_t cipher_size);
+
+/* Key generation in the file's header; 0 if it has none (0-byte file). */
+uint32_t rkfs_file_generation(const struct rkfs_file *f)
+	__attribute__((nonnull));
+
+/*
+ * Backing byte range [*cstart, *cend) that holds the blocks of plaintext
+ * [off, off+len) (all of them, the partial ones at both ends included):
+ * for read-ahead and write-behind hints.  len 0 gives an empty range at
+ * off's block; ranges past the largest possible file are clamped.
+ */
+void rkfs_file_backing_range(uint64_t off, uint64_t len, uint64_t *cstart,
+			     uint64_t *cend) __attribute__((nonnull));
+
+/*
+ * lseek(2) SEEK_DATA / SEEK_HOLE in plaintext, in whole blocks: a hole is
+ * a non-final block that was never written (or is all zero on disk).  The
+ * backing file's own SEEK_DATA skips its unallocated ranges; blocks inside
+ * allocated ones are examined one by one, at most 1024 per call, and a
+ * scan that stops there reports data (SEEK_DATA) or the next hole it can
+ * prove (SEEK_HOLE, at worst the end of the file): always correct, only
+ * less precise.  f loaded; shared access is enough.  Returns the offset
+ * (never below off), -ENXIO if off is negative or at/past the end, or
+ * SEEK_DATA finds no data after it, -EINVAL for another whence, or -errno
+ * from the backing file.
+ */
+off_t rkfs_file_seek(const struct rkfs_file *f, int fd, off_t off, int whence)
+	__attribute__((warn_unused_result, nonnull));
+
+/*
+ * fallocate(2) of plaintext [off, off+len): reserve the backing space of
+ * its blocks (unwritten blocks read as holes, so readers see no change);
+ * unless keep_size, then grow the file to off+len if that is larger, as
+ * rkfs_file_truncate() does (a hole up to a sealed final block).  A
+ * backing filesystem without fallocate reserves nothing and still grows.
+ * Exclusive access.  Returns 0, -EINVAL (len 0, or off or len above
+ * INT64_MAX, i.e. negative as off_t), -EFBIG (the ciphertext would not fit
+ * in an off_t), -ENOSPC / -EDQUOT, or the errors of rkfs_file_truncate()
+ * when growing (*bad_block as there).
+ */
+int rkfs_file_allocate(struct rkfs_file *f, int fd, uint64_t off, uint64_t len,
+		       bool keep_size, const struct rkfs_keyring *kr,
+		       uint64_t *bad_block)
+	__attribute__((warn_unused_result, nonnull(1, 6)));
+
+/*
+ * Parallel sealing of large writes.  A sealer is a set of helper threads
+ * that large writes share (one sealer per mount); each helper serves one
+ * write at a time.  rkfs_sealer_start() and rkfs_sealer_stop() are not
+ * thread-safe with respect to each other; rkfs_file_write_mt() is, for
+ * writes to different files (or to one file under its exclusive lock).
+ * The helpers block every signal.
+ */
+struct rkfs_sealer;
+
+/*
+ * Start threads helper threads (1 is the usual count; 0 gives a sealer
+ * whose writes always run alone; at most 64).  Returns 0 (*sp set), or
+ * -EINVAL / -ENOMEM / -EAGAIN (*sp NULL, nothing left running).
+ */
+int rkfs_sealer_start(struct rkfs_sealer **sp, unsigned threads)
+	__attribute__((warn_unused_result, nonnull));
+
+/*
+ * Stop and join the helpers, free s.  No rkfs_file_write_mt() may be
+ * using s.  NULL is a no-op.
+ */
+void rkfs_sealer_stop(struct rkfs_sealer *s);
+
+/*
+ * rkfs_file_write() with the same contract (return value, errors and
+ * *bad_block, "nothing already in the file is overwritten before its
+ * space is reserved" on a full disk, the final-block flag, holes,
+ * f->size and f->dense after it), and the same bytes on disk: but a write
+ * of 256 KiB or more is split on a block boundary between the calling
+ * thread and an idle helper of s, each sealing and then writing its half.
+ * Both halves are sealed (partial blocks read and authenticated) before
+ * either is written, and the space is reserved before that.  With s NULL,
+ * or every helper busy, the write runs alone.  Only the calling thread
+ * reads or changes *f's mutable state; the helper reads the header and
+ * key and the caller's buf.  Exclusive access to f, as for
+ * rkfs_file_write().
+ */
+ssize_t rkfs_file_write_mt(struct rkfs_file *f, int fd, const void *buf,
+			   size_t len, uint64_t off,
+			   const struct rkfs_keyring *kr, uint64_t *bad_block,
+			   struct rkfs_sealer *s)
+	__attribute__((warn_unused_result, nonnull(1, 3, 6)));
+
+/*
  * Stream-copy helpers for whole-file rewrites (rekey): decrypt every block
  * of src (loaded as sf) and write it to dst, encrypted under new header nh
  * with key nkey.  Holes (all-zero non-final blocks) stay holes.  Any block
