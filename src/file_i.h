@@ -40,4 +40,7 @@ int rkfs_helper_wait(struct rkfs_helper *h) __attribute__((nonnull));
 /* Give h back to its sealer (nothing may be running on it). */
 void rkfs_helper_release(struct rkfs_helper *h) __attribute__((nonnull));
 
+/* Functions the helpers of s have run so far (for the tests). */
+unsigned long rkfs_sealer_runs(struct rkfs_sealer *s);
+
 #endif /* RKFS_FILE_I_H */

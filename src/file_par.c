@@ -22,6 +22,7 @@ struct rkfs_helper {
 	int (*fn)(void *);
 	void *arg;
 	int ret;
+	unsigned long runs; /* functions run, for the tests */
 };
 
 struct rkfs_sealer {
@@ -45,6 +46,7 @@ static void *helper_main(void *p)
 		r = h->fn(h->arg);
 		pthread_mutex_lock(&h->mu);
 		h->ret = r;
+		h->runs++;
 		h->done = true;
 		pthread_cond_broadcast(&h->cv);
 	}
@@ -148,4 +150,16 @@ int rkfs_helper_wait(struct rkfs_helper *h)
 void rkfs_helper_release(struct rkfs_helper *h)
 {
 	__atomic_store_n(&h->busy, false, __ATOMIC_RELEASE);
+}
+
+unsigned long rkfs_sealer_runs(struct rkfs_sealer *s)
+{
+	unsigned long n = 0;
+
+	for (unsigned i = 0; s && i < s->n; i++) {
+		pthread_mutex_lock(&s->h[i].mu);
+		n += s->h[i].runs;
+		pthread_mutex_unlock(&s->h[i].mu);
+	}
+	return n;
 }
