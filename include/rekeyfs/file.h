@@ -6,9 +6,14 @@
  * each call, so several open handles (each with its own fd and flock) can
  * share one rkfs_file.
  *
- * Locking is the caller's job: rkfs_file_read() may run concurrently with
- * other reads; rkfs_file_write(), rkfs_file_truncate() and
+ * Locking is the caller's job: rkfs_file_read() and rkfs_file_seek() may
+ * run concurrently with other reads; rkfs_file_write(),
+ * rkfs_file_write_mt(), rkfs_file_truncate(), rkfs_file_allocate() and
  * rkfs_file_use_keyring() need exclusive access to the rkfs_file.
+ *
+ * Everything that depends on the block layout (sizes for stat, the
+ * backing range of a plaintext range, holes, reservations) is answered
+ * here, so code above this layer needs no rekeyfs/format.h arithmetic.
  *
  * Errors: -EBADMSG for corruption (bad header, impossible size, a block
  * that fails to authenticate); -ENOKEY when the file's generation is not in
