@@ -65,10 +65,10 @@ static const struct ident {
 	int ngroups;
 	gid_t groups[2];
 } ids[NWHO] = {
-	[ROOT] = {0, 0, 0, {0, 0}},
-	[UA] = {UID_A, GID_A, 2, {GID_A, GID_S}},
-	[UB] = {UID_B, GID_B, 1, {GID_B, 0}},
-	[UC] = {UID_C, GID_C, 2, {GID_C, GID_S}},
+    [ROOT] = {0, 0, 0, {0, 0}},
+    [UA] = {UID_A, GID_A, 2, {GID_A, GID_S}},
+    [UB] = {UID_B, GID_B, 1, {GID_B, 0}},
+    [UC] = {UID_C, GID_C, 2, {GID_C, GID_S}},
 };
 
 static enum who self; /* the identity a generic group runs as */
@@ -438,8 +438,8 @@ static const char *ts_s(const struct timespec *t)
 	return tfmt("%lld.%09ld", (long long)t->tv_sec, t->tv_nsec);
 }
 
-static int set_times(const char *path, time_t as, long ans, time_t ms,
-		     long mns, int flags)
+static int set_times(const char *path, time_t as, long ans, time_t ms, long mns,
+		     int flags)
 {
 	struct timespec ts[2] = {{as, ans}, {ms, mns}};
 
@@ -525,7 +525,8 @@ static void g_open(void)
 	X(symlink("l1", "l2"));
 	X(mkfifo("p", 0644));
 	rc("enoent", F(open("nope", O_RDONLY)));
-	rc("creat_missing_parent", F(open("nodir/f", O_CREAT | O_WRONLY, 0644)));
+	rc("creat_missing_parent",
+	   F(open("nodir/f", O_CREAT | O_WRONLY, 0644)));
 	rc("excl_exists", F(open("f", O_CREAT | O_EXCL | O_WRONLY, 0644)));
 	rc("excl_dir", F(open("d", O_CREAT | O_EXCL | O_RDONLY, 0644)));
 	rc("excl_dangling_symlink",
@@ -968,8 +969,8 @@ static void g_truncate(void)
 	say("readonly_file_size", "%s", size_s("ro"));
 }
 
-static const mode_t some_modes[] = {0,     0644,  0777,  04755, 02755,
-				    01755, 07777, 0600,  02745, 0151};
+static const mode_t some_modes[] = {0,	   0644, 0777,	04755, 02755, 01755,
+				    07777, 0600, 02745, 0151,  01777};
 
 static void g_modes(void)
 {
@@ -1006,7 +1007,7 @@ static void g_modes(void)
 	say("open_creat_excess_bits_mode", "%s", mode_s("big"));
 }
 
-static const mode_t chmod_modes[] = {0,     04755, 02755, 01755,
+static const mode_t chmod_modes[] = {0,	    04755, 02755, 01755,
 				     07777, 0644,  02745, 0};
 
 static void g_chmod(void)
@@ -1022,11 +1023,11 @@ static void g_chmod(void)
 		mode_t m = chmod_modes[i];
 		int r = E(chmod("f", m));
 
-		say(tfmt("file_%zu_%04o", i, (unsigned)m), "%s %s",
-		    ename(-r), mode_s("f"));
+		say(tfmt("file_%zu_%04o", i, (unsigned)m), "%s %s", ename(-r),
+		    mode_s("f"));
 		r = E(chmod("d", m));
-		say(tfmt("dir_%zu_%04o", i, (unsigned)m), "%s %s",
-		    ename(-r), mode_s("d"));
+		say(tfmt("dir_%zu_%04o", i, (unsigned)m), "%s %s", ename(-r),
+		    mode_s("d"));
 	}
 	X(chmod("d", 0755));
 	rc("fifo", E(chmod("p", 04600)));
@@ -1247,8 +1248,7 @@ static void g_times_file(void)
 	TIMED("o_creat_existing", "f", F(open("f", O_WRONLY | O_CREAT, 0644)));
 	TIMED("chmod", "f", E(chmod("f", 0600)));
 	TIMED("chmod_same", "f", E(chmod("f", 0600)));
-	TIMED("chown_same", "f",
-	      E(chown("f", ids[self].uid, ids[self].gid)));
+	TIMED("chown_same", "f", E(chown("f", ids[self].uid, ids[self].gid)));
 	TIMED("chown_none", "f", E(chown("f", (uid_t)-1, (gid_t)-1)));
 	TIMED("chgrp", "f", E(chown("f", (uid_t)-1, GID_S)));
 	TIMED("setxattr", "f", E(setxattr("f", "user.t", "1", 1, 0)));
@@ -1465,13 +1465,13 @@ static void g_utimens(void)
 		else                                                           \
 			say(name, "mtime %s", ts_s(&st.st_mtim));              \
 	} while (0)
-	rc("ns", set_times("f", 1000000000, 123456789, 1200000000, 987654321,
-			   0));
+	rc("ns",
+	   set_times("f", 1000000000, 123456789, 1200000000, 987654321, 0));
 	SHOW("ns_values", "f");
 	rc("ns_zero", set_times("f", 1000000001, 0, 1200000001, 0, 0));
 	SHOW("ns_zero_values", "f");
-	rc("ns_max", set_times("f", 1000000002, 999999999, 1200000002,
-			       999999999, 0));
+	rc("ns_max",
+	   set_times("f", 1000000002, 999999999, 1200000002, 999999999, 0));
 	SHOW("ns_max_values", "f");
 	rc("ns_too_big", set_times("f", 1, 1000000000, 1, 0, 0));
 	rc("ns_negative", set_times("f", 1, -1, 1, 0, 0));
@@ -1733,16 +1733,15 @@ static void g_xattr(void)
 	say("get", "%s", xget_s("f", "user.a"));
 	say("size_query", "%zd", getxattr("f", "user.a", NULL, 0));
 	say("list", "%s", xlist_s("f"));
-	rc("create_exists",
-	   E(setxattr("f", "user.a", "v2", 2, XATTR_CREATE)));
+	rc("create_exists", E(setxattr("f", "user.a", "v2", 2, XATTR_CREATE)));
 	rc("replace_missing",
 	   E(setxattr("f", "user.b", "v2", 2, XATTR_REPLACE)));
 	rc("replace", E(setxattr("f", "user.a", "value2", 6, XATTR_REPLACE)));
 	say("replace_get", "%s", xget_s("f", "user.a"));
 	rc("create", E(setxattr("f", "user.b", "bb", 2, XATTR_CREATE)));
 	say("create_list", "%s", xlist_s("f"));
-	rc("both_flags", E(setxattr("f", "user.a", "x", 1,
-				    XATTR_CREATE | XATTR_REPLACE)));
+	rc("both_flags",
+	   E(setxattr("f", "user.a", "x", 1, XATTR_CREATE | XATTR_REPLACE)));
 	rc("bad_flags", E(setxattr("f", "user.a", "x", 1, 8)));
 	rc("get_missing", E(getxattr("f", "user.zz", b, sizeof(b))));
 	n = getxattr("f", "user.a", b, 1);
@@ -1940,8 +1939,8 @@ static void g_seek(void)
 	say("data_from_0", "%s", seek_s(fd, 0, SEEK_DATA));
 	r = lseek(fd, 0, SEEK_HOLE);
 	say("hole_from_0", "%s",
-	    r < 0	      ? ename(errno)
-	    : r == M + 4096 ? "at EOF"
+	    r < 0		  ? ename(errno)
+	    : r == M + 4096	  ? "at EOF"
 	    : r >= 4096 && r <= M ? "in the hole"
 				  : tfmt("other %lld", (long long)r));
 	r = lseek(fd, 8192, SEEK_DATA);
@@ -2048,9 +2047,9 @@ static const char *ls_s(const char *path, bool types)
 	if (d == NULL)
 		return ename(errno);
 	while ((de = readdir(d)) != NULL && k < 64)
-		ents[k++] = strdup(types ? tfmt("%s/%s", de->d_name,
-						 dtype_s(de->d_type))
-					 : de->d_name);
+		ents[k++] = strdup(
+		    types ? tfmt("%s/%s", de->d_name, dtype_s(de->d_type))
+			  : de->d_name);
 	closedir(d);
 	qsort(ents, (size_t)k, sizeof(ents[0]), cmp_str);
 	out[0] = '\0';
@@ -2145,7 +2144,7 @@ static const char *acc_s(const char *path)
 		    access(path, X_OK) == 0 ? 'x' : '-');
 }
 
-static const mode_t acc_modes[] = {0,    0400, 0200, 0100, 0755,
+static const mode_t acc_modes[] = {0,	 0400, 0200, 0100, 0755,
 				   0644, 0070, 0007, 0001, 0010};
 
 static void g_access(void)
@@ -2165,8 +2164,7 @@ static void g_access(void)
 	rc("no_search_permission", E(access("d0/x", F_OK)));
 	X(symlink("f400", "sl"));
 	say("via_symlink", "%s", acc_s("sl"));
-	rc("nofollow",
-	   E(faccessat(AT_FDCWD, "sl", W_OK, AT_SYMLINK_NOFOLLOW)));
+	rc("nofollow", E(faccessat(AT_FDCWD, "sl", W_OK, AT_SYMLINK_NOFOLLOW)));
 	rc("eaccess", E(faccessat(AT_FDCWD, "f400", R_OK, AT_EACCESS)));
 	rc("eaccess_w", E(faccessat(AT_FDCWD, "f400", W_OK, AT_EACCESS)));
 	rc("bad_mode", E(access("f400", 8)));
@@ -2209,8 +2207,9 @@ static void g_unlinked(void)
 	    n < 0 ? ename(errno) : tfmt("%.*s", (int)n, b));
 	say("renamed_over_nlink", "%s", ({
 		    struct stat st;
-		    fstat(fd, &st) < 0 ? ename(errno)
-				       : tfmt("%lu", (unsigned long)st.st_nlink);
+		    fstat(fd, &st) < 0
+			? ename(errno)
+			: tfmt("%lu", (unsigned long)st.st_nlink);
 	    }));
 	fd2 = open("g", O_RDONLY);
 	X(fd2);
@@ -2391,16 +2390,14 @@ static void x_perm(void)
 	rc("owner_read_000", F(open("a/f000", O_RDONLY)));
 	rc("owner_chmod_000", E(chmod("a/f000", 0400)));
 	say("owner_read_400", "%s", content_s("a/f000"));
-	rc("owner_rename_dir_out_of_777",
-	   E(rename("a/d777/bd", "a/d755/bd")));
+	rc("owner_rename_dir_out_of_777", E(rename("a/d777/bd", "a/d755/bd")));
 	as(ROOT);
 	rc("root_read_600", F(open("a/f600", O_RDONLY)));
 	rc("root_write_644", F(open("a/f644", O_WRONLY)));
 	X(chmod("a/f000", 0));
 	rc("root_read_000", F(open("a/f000", O_RDONLY)));
 	rc("root_list_700", E(count_entries("a/d700")));
-	rc("root_create_in_755",
-	   F(open("a/d755/r", O_CREAT | O_WRONLY, 0644)));
+	rc("root_create_in_755", F(open("a/d755/r", O_CREAT | O_WRONLY, 0644)));
 	say("root_create_in_755_owner", "%s", om_s("a/d755/r"));
 	rc("root_unlink_in_300", E(unlink("a/d300/x")));
 	(void)b;
@@ -2546,9 +2543,8 @@ static void x_utimes(void)
 
 		X(fd);
 		rc("other_futimens_null", E(futimens(fd, NULL)));
-		rc("other_futimens_explicit", E(futimens(fd, ((struct timespec[]){
-								       {1, 0},
-								       {1, 0}}))));
+		rc("other_futimens_explicit",
+		   E(futimens(fd, ((struct timespec[]){{1, 0}, {1, 0}}))));
 		close(fd);
 	}
 	as(UA);
@@ -2556,8 +2552,8 @@ static void x_utimes(void)
 	   set_times("a/f444", 1000000000, 7, 1000000000, 8, 0));
 	rc("owner_null_444", E(utimensat(AT_FDCWD, "a/f444", NULL, 0)));
 	as(ROOT);
-	rc("root_explicit", set_times("a/f644", 1300000000, 9, 1300000000, 10,
-				      0));
+	rc("root_explicit",
+	   set_times("a/f644", 1300000000, 9, 1300000000, 10, 0));
 	say("root_explicit_owner", "%s", own_s("a/f644"));
 }
 
@@ -2583,8 +2579,8 @@ static void x_sticky(void)
 	rc("other_link_rw", E(link("t/a", "t/bl")));
 	rc("other_link_ro", E(link("t/a644", "t/bl2")));
 	rc("other_create_same_name", E(mkfifo("t/a", 0644)));
-	rc("other_create_in_subdir", F(open("t/ad/b", O_CREAT | O_WRONLY,
-					    0644)));
+	rc("other_create_in_subdir",
+	   F(open("t/ad/b", O_CREAT | O_WRONLY, 0644)));
 	rc("other_setxattr_on_dir", E(setxattr("t", "user.x", "1", 1, 0)));
 	rc("own_rename", E(rename("t/b", "t/b2")));
 	rc("own_unlink", E(unlink("t/b2")));
@@ -2684,7 +2680,10 @@ static void x_suid(void)
 	mkf("a/f5", 06777, "");
 	mkf("a/f6", 06777, "");
 	mkf("a/f7", 06777, "");
+	mkf("a/f8", 06777, "abc");
 	as(UB);
+	rc("other_o_trunc", F(open("a/f8", O_WRONLY | O_TRUNC)));
+	say("other_o_trunc_mode", "%s", mode_s("a/f8"));
 	rc("other_write", wr_at("a/f1", "x", 0));
 	say("other_write_mode", "%s", mode_s("a/f1"));
 	rc("other_truncate", E(truncate("a/f3", 1)));
@@ -2768,44 +2767,44 @@ static const struct check_group {
 	void (*fn)(void);
 	int kind;
 } groups[] = {
-	{"open", g_open, GENERIC},
-	{"creat", g_creat, GENERIC},
-	{"mkdir", g_mkdir, GENERIC},
-	{"mknod", g_mknod, GENERIC},
-	{"symlink", g_symlink, GENERIC},
-	{"link", g_link, GENERIC},
-	{"unlink", g_unlink, GENERIC},
-	{"rmdir", g_rmdir, GENERIC},
-	{"rename", g_rename, GENERIC},
-	{"rename2", g_rename2, GENERIC},
-	{"truncate", g_truncate, GENERIC},
-	{"modes", g_modes, GENERIC},
-	{"chmod", g_chmod, GENERIC},
-	{"suid", g_suid, GENERIC},
-	{"own", g_own, GENERIC},
-	{"times", g_times_file, GENERIC},
-	{"dirtimes", g_times_dir, GENERIC},
-	{"utimens", g_utimens, GENERIC},
-	{"nlink", g_nlink, GENERIC},
-	{"share", g_share, GENERIC},
-	{"xattr", g_xattr, GENERIC},
-	{"io", g_io, GENERIC},
-	{"seek", g_seek, GENERIC},
-	{"sync", g_sync, GENERIC},
-	{"readdir", g_readdir, GENERIC},
-	{"access", g_access, GENERIC},
-	{"unlinked", g_unlinked, GENERIC},
-	{"readlink", g_readlink, GENERIC},
-	{"stat", g_stat, GENERIC},
-	{"perm", x_perm, CROSS},
-	{"groups", x_groups, CROSS},
-	{"chown", x_chown, CROSS},
-	{"utimes", x_utimes, CROSS},
-	{"sticky", x_sticky, CROSS},
-	{"setgid", x_setgid, CROSS},
-	{"suid", x_suid, CROSS},
-	{"xattr", x_xattr, CROSS},
-	{"rename", x_rename, CROSS},
+    {"open", g_open, GENERIC},
+    {"creat", g_creat, GENERIC},
+    {"mkdir", g_mkdir, GENERIC},
+    {"mknod", g_mknod, GENERIC},
+    {"symlink", g_symlink, GENERIC},
+    {"link", g_link, GENERIC},
+    {"unlink", g_unlink, GENERIC},
+    {"rmdir", g_rmdir, GENERIC},
+    {"rename", g_rename, GENERIC},
+    {"rename2", g_rename2, GENERIC},
+    {"truncate", g_truncate, GENERIC},
+    {"modes", g_modes, GENERIC},
+    {"chmod", g_chmod, GENERIC},
+    {"suid", g_suid, GENERIC},
+    {"own", g_own, GENERIC},
+    {"times", g_times_file, GENERIC},
+    {"dirtimes", g_times_dir, GENERIC},
+    {"utimens", g_utimens, GENERIC},
+    {"nlink", g_nlink, GENERIC},
+    {"share", g_share, GENERIC},
+    {"xattr", g_xattr, GENERIC},
+    {"io", g_io, GENERIC},
+    {"seek", g_seek, GENERIC},
+    {"sync", g_sync, GENERIC},
+    {"readdir", g_readdir, GENERIC},
+    {"access", g_access, GENERIC},
+    {"unlinked", g_unlinked, GENERIC},
+    {"readlink", g_readlink, GENERIC},
+    {"stat", g_stat, GENERIC},
+    {"perm", x_perm, CROSS},
+    {"groups", x_groups, CROSS},
+    {"chown", x_chown, CROSS},
+    {"utimes", x_utimes, CROSS},
+    {"sticky", x_sticky, CROSS},
+    {"setgid", x_setgid, CROSS},
+    {"suid", x_suid, CROSS},
+    {"xattr", x_xattr, CROSS},
+    {"rename", x_rename, CROSS},
 };
 
 /* Run one group in a child, in a fresh subdirectory of the current one. */
@@ -2816,10 +2815,8 @@ static int run_group(const struct check_group *g, enum who w, int n)
 	pid_t pid;
 
 	snprintf(dir, sizeof(dir), "c%03d", n);
-	if (mkdir(dir, 0755) < 0 ||
-	    chown(dir, ids[w].uid, ids[w].gid) < 0) {
-		printf("%s: cannot make %s: %s\n", g->name, dir,
-		       ename(errno));
+	if (mkdir(dir, 0755) < 0 || chown(dir, ids[w].uid, ids[w].gid) < 0) {
+		printf("%s: cannot make %s: %s\n", g->name, dir, ename(errno));
 		return 1;
 	}
 	fflush(stdout);
@@ -2830,7 +2827,9 @@ static int run_group(const struct check_group *g, enum who w, int n)
 	}
 	if (pid == 0) {
 		self = w;
-		prefix = g->kind == CROSS ? "x/" : w == ROOT ? "root/" : "user/";
+		prefix = g->kind == CROSS ? "x/"
+			 : w == ROOT	  ? "root/"
+					  : "user/";
 		group = g->name;
 		alarm(60);
 		if (chdir(dir) < 0)
