@@ -47,7 +47,7 @@ rk_teardown() {
 		kill "$pid" 2>/dev/null
 	done
 	for pid in "${RK_PIDS[@]}"; do
-		timeout 5 tail --pid="$pid" -f /dev/null 2>/dev/null
+		timeout 5 tail -s 0.05 --pid="$pid" -f /dev/null 2>/dev/null
 	done
 	rm -rf "$RK_TMP"
 }
