@@ -2,11 +2,12 @@
  * rekeyfs: the FUSE daemon.  Options, start-up checks (all before
  * daemonising, so that errors reach the terminal), the mount, and the
  * keyring reload triggers (SIGHUP and inotify on the keyring's directory).
+ * The filesystem itself is libfuse's low-level API (fuse_ops.c).
  *
  * Exit codes: 0 clean unmount, 1 usage or config error, 2 keyring error,
  * 3 backing directory or metadata error, 4 mountpoint error, 5 FUSE error.
  */
-#include "fuse_rekeyfs_i.h"
+#include "fuse_i.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -26,7 +27,9 @@
 #include <syslog.h>
 #include <unistd.h>
 
-#include <fuse.h>
+#include <fuse_lowlevel.h>
+#include <linux/openat2.h>
+#include <sys/syscall.h>
 
 #include "rekeyfs/config.h"
 #include "rekeyfs/crypt.h"
@@ -390,8 +393,14 @@ static void *reload_main(void *arg)
 	pfd[1].events = POLLIN;
 	for (;;) {
 		const char *why = NULL;
-		int n = poll(pfd, inotify_fd >= 0 ? 2 : 1, -1);
+		/* Every half minute without events: let go of the files
+		 * a rekey replaced (fuse_node.c). */
+		int n = poll(pfd, inotify_fd >= 0 ? 2 : 1, 30000);
 
+		if (n == 0) {
+			rkfs_nodes_sweep();
+			continue;
+		}
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -551,6 +560,105 @@ static void raise_readahead(const char *mnt)
 	free(esc);
 }
 
+/* ---- safety checks ---- */
+
+/*
+ * The tools resolve paths read from the backing tree with openat2()
+ * (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS ...), which the mount's recovery
+ * of interrupted rewrites shares; on a kernel without it (before 5.6)
+ * nothing would keep such a path inside the tree, so refuse to run.
+ */
+static int check_openat2(int rootfd)
+{
+	struct open_how how = {
+	    .flags = O_PATH | O_CLOEXEC,
+	    .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+		       RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV,
+	};
+	long fd = syscall(SYS_openat2, rootfd, ".", &how, sizeof(how));
+
+	if (fd < 0) {
+		die_msg("this kernel has no openat2() (%s); rekeyfs needs "
+			"Linux 5.6 or later to keep every backing access "
+			"inside the backing directory",
+			strerror(errno));
+		return -errno;
+	}
+	close((int)fd);
+	return 0;
+}
+
+/*
+ * One O_PATH fd per node the kernel holds, plus a directory fd per
+ * directory in use and one per open file: raise the soft fd limit to the
+ * hard one (as root, the hard one to the kernel's nr_open first).  When
+ * even that runs out, requests for new nodes fail with EMFILE and one log
+ * line says so (fd_budget_exhausted()); the kernel forgets nodes under
+ * memory pressure or on drop_caches, and the mount recovers.
+ */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+	unsigned long long max = 0;
+	FILE *f;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return;
+	if (geteuid() == 0) {
+		f = fopen("/proc/sys/fs/nr_open", "re");
+		if (f) {
+			if (fscanf(f, "%llu", &max) != 1)
+				max = 0;
+			fclose(f);
+		}
+		if (max > (1ULL << 20))
+			max = 1ULL << 20;
+		if (max > rl.rlim_max) {
+			struct rlimit more = {max, max};
+
+			if (setrlimit(RLIMIT_NOFILE, &more) == 0)
+				return;
+		}
+	}
+	rl.rlim_cur = rl.rlim_max;
+	(void)setrlimit(RLIMIT_NOFILE, &rl);
+}
+
+/*
+ * With allow_other, users other than the backing directory's owner must
+ * not reach the backing tree: whoever can write their own backing files
+ * there can change them under the daemon (which is safe, but leaks
+ * ciphertext sizes and names and invites denial of service).  Warn when a
+ * component of the path lets others traverse it.
+ */
+static void warn_reachable(const char *backing)
+{
+	char *p = strdup(backing), *slash;
+	struct stat st;
+	mode_t self;
+
+	if (p == NULL || stat(p, &st) < 0)
+		goto out;
+	self = st.st_mode;
+	if (!(self & (S_IXGRP | S_IXOTH)))
+		goto out;
+	/* ... and every directory above it lets others pass. */
+	while ((slash = strrchr(p, '/')) != NULL) {
+		slash[slash == p ? 1 : 0] = '\0';
+		if (stat(p, &st) < 0 || !(st.st_mode & S_IXOTH))
+			goto out;
+		if (slash == p)
+			break;
+	}
+	rkfs_log(LOG_WARNING,
+		 "allow_other: other users can reach the backing directory "
+		 "%s (mode %04o); make it 0700 so that only its owner can "
+		 "see or change the ciphertext",
+		 backing, (unsigned)(self & 07777));
+out:
+	free(p);
+}
+
 /* ---- main ---- */
 
 int main(int argc, char **argv)
@@ -561,7 +669,7 @@ int main(int argc, char **argv)
 	struct rkfs_keyring *kr = NULL;
 	struct rkfs_config *cfg = NULL;
 	char *backing = NULL, *mnt = NULL, *keyring = NULL, *o = NULL;
-	struct fuse *fuse = NULL;
+	struct fuse_session *se = NULL;
 	struct rlimit rl = {0, 0};
 	struct opts opt = {0};
 	struct stat st;
@@ -632,6 +740,11 @@ int main(int argc, char **argv)
 		die_msg("backing directory %s: %s", backing, strerror(errno));
 		goto out;
 	}
+	if (check_openat2(state.rootfd) < 0)
+		goto out;
+	raise_fd_limit();
+	if (opt.fuse_opts && has_opt(opt.fuse_opts, "allow_other"))
+		warn_reachable(backing);
 	mflags = opt.ro ? 0 : RKFS_META_CREATE | RKFS_META_RECORD;
 	ret = rkfs_meta_open(&state.meta, state.rootfd, backing, kr, mflags,
 			     &err);
@@ -688,12 +801,16 @@ int main(int argc, char **argv)
 	state.keyring = keyring;
 	state.ro = opt.ro;
 	state.single = opt.single;
-	rkfs_fs_setup(&state, kr);
+	ret = rkfs_fs_setup(&state, kr);
 	kr = NULL; /* owned by the FUSE layer now */
+	if (ret < 0) {
+		die_msg("backing directory %s: %s", backing, strerror(-ret));
+		goto out_fs;
+	}
 
-	fuse = fuse_new(&args, rkfs_fs_operations(),
-			sizeof(struct fuse_operations), NULL);
-	if (fuse == NULL) {
+	se = fuse_session_new(&args, rkfs_fs_operations(),
+			      sizeof(struct fuse_lowlevel_ops), NULL);
+	if (se == NULL) {
 		die_msg("cannot set up FUSE (bad -o option?)");
 		goto out_fs;
 	}
@@ -701,22 +818,23 @@ int main(int argc, char **argv)
 		die_msg("cannot set up keyring reload");
 		goto out_destroy;
 	}
-	if (fuse_mount(fuse, mnt) != 0) {
+	if (fuse_session_mount(se, mnt) != 0) {
 		die_msg("cannot mount on %s", mnt);
 		goto out_destroy;
 	}
-	if (rkfs_wire_install(fuse_get_session(fuse)) != 0) {
+	if (rkfs_wire_install(se) != 0) {
 		die_msg("cannot set up the FUSE channel");
 		goto out_unmount;
 	}
 	if (fuse_daemonize(opt.foreground) != 0)
 		goto out_unmount;
+	rkfs_se = se;
 	openlog("rekeyfs", LOG_PID, LOG_DAEMON);
 	log_to_syslog = true;
 	log_to_stderr = opt.foreground;
 	/* mlock does not survive fork(). */
 	rkfs_fs_relock_keys();
-	if (fuse_set_signal_handlers(fuse_get_session(fuse)) != 0)
+	if (fuse_set_signal_handlers(se) != 0)
 		goto out_unmount;
 	if (start_reload_thread() < 0)
 		rkfs_log(LOG_WARNING, "keyring reload on SIGHUP unavailable");
@@ -724,20 +842,28 @@ int main(int argc, char **argv)
 	rkfs_log(LOG_INFO, "mounted %s on %s", backing, mnt);
 
 	if (opt.single) {
-		ret = fuse_loop(fuse);
+		ret = fuse_session_loop(se);
 	} else {
-		struct fuse_loop_config lc = {.clone_fd = 0,
-					      .max_idle_threads = 10};
+		struct fuse_loop_config *lc = fuse_loop_cfg_create();
 
-		ret = fuse_loop_mt(fuse, &lc);
+		if (lc == NULL) {
+			ret = -ENOMEM;
+		} else {
+			fuse_loop_cfg_set_clone_fd(lc, 0);
+			fuse_loop_cfg_set_idle_threads(lc, 10);
+			ret = fuse_session_loop_mt(se, lc);
+			fuse_loop_cfg_destroy(lc);
+		}
 	}
 	code = ret == 0 ? 0 : EXIT_FUSE;
 	stop_reload_thread();
-	fuse_remove_signal_handlers(fuse_get_session(fuse));
+	fuse_remove_signal_handlers(se);
+	rkfs_log(LOG_INFO, "unmounted %s from %s", backing, mnt);
 out_unmount:
-	fuse_unmount(fuse);
+	rkfs_se = NULL;
+	fuse_session_unmount(se);
 out_destroy:
-	fuse_destroy(fuse);
+	fuse_session_destroy(se);
 out_fs:
 	rkfs_fs_teardown();
 out:

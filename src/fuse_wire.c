@@ -1,7 +1,9 @@
 /*
  * The daemon's end of the /dev/fuse channel, installed as libfuse custom
  * I/O.  Requests and replies pass through unchanged, with two additions
- * that libfuse 3.14 has no interface for:
+ * that libfuse 3.14 has no interface for (3.17 adds both as
+ * FUSE_CAP_HANDLE_KILLPRIV_V2 and the kill flags of setattr/write/open;
+ * with it this file goes):
  *
  *  - The INIT reply accepts FUSE_HANDLE_KILLPRIV_V2 when the kernel offers
  *    it.  Without it the kernel asks getxattr("security.capability")
@@ -12,13 +14,17 @@
  *    without CAP_FSETID; the daemon then clears suid/sgid itself.  (The
  *    backing filesystem drops security.capability on the daemon's own
  *    writes, as it does for any writer.)
- *  - Those flags are kept for the request the reading thread is about to
- *    handle: libfuse processes a request on the thread that read it.
+ *  - Those flags are kept, with the request's opcode and node id, for the
+ *    thread that read it: libfuse's loops process a request on the thread
+ *    that read it.  The handler names the opcode and node it is serving,
+ *    so a libfuse that ever handed a request to another thread would make
+ *    the flags not match, and the daemon would fall back to asking the
+ *    caller's capabilities, never clear bits for the wrong request.
  *
  * Splice is off on this channel (no splice hooks), so every request is
  * one read() into memory and every reply one writev().
  */
-#include "fuse_rekeyfs_i.h"
+#include "fuse_i.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -35,7 +41,7 @@
 /* Set by the read hook for the request this thread reads next. */
 static __thread enum rkfs_kill req_kill;
 static __thread uint32_t req_opcode;
-static __thread char req_newname[NAME_MAX + 1]; /* RENAME, RENAME2 */
+static __thread uint64_t req_nodeid;
 
 /* SETATTR bits that change an attribute. */
 #define FATTR_CHANGES                                                     \
@@ -52,8 +58,14 @@ static atomic_bool init_pending;
 static atomic_bool init_offers_v2;
 static atomic_bool killpriv_v2;
 
-enum rkfs_kill rkfs_wire_kill_suidgid(void)
+enum rkfs_kill rkfs_wire_kill_suidgid(uint32_t op, fuse_ino_t nodeid)
 {
+	if (req_opcode != op || req_nodeid != nodeid) {
+		/* Not the request this thread read: ask about the caller. */
+		return killpriv_v2 && op != FUSE_SETATTR
+			   ? RKFS_KILL_UNLESS_FSETID
+			   : RKFS_KILL_NONE;
+	}
 	return req_kill;
 }
 
@@ -63,35 +75,6 @@ static const void *body(const void *buf, ssize_t n, size_t len)
 	if ((size_t)n < sizeof(struct fuse_in_header) + len)
 		return NULL;
 	return (const uint8_t *)buf + sizeof(struct fuse_in_header);
-}
-
-bool rkfs_wire_hiding(const char *to)
-{
-	if (req_opcode == FUSE_UNLINK)
-		return true;
-	if (req_opcode == FUSE_RENAME || req_opcode == FUSE_RENAME2)
-		return req_newname[0] && strcmp(to, req_newname) != 0;
-	return false;
-}
-
-/* The new name of a rename request: after the fixed part, "old\0new\0". */
-static void keep_newname(const void *buf, ssize_t n, size_t fixed)
-{
-	const char *p = body(buf, n, fixed), *end = (const char *)buf + n;
-	const char *old_end, *new_end;
-
-	req_newname[0] = '\0';
-	if (p == NULL)
-		return;
-	p += fixed;
-	old_end = memchr(p, '\0', (size_t)(end - p));
-	if (old_end == NULL)
-		return;
-	p = old_end + 1;
-	new_end = memchr(p, '\0', (size_t)(end - p));
-	if (new_end == NULL || (size_t)(new_end - p) > NAME_MAX)
-		return;
-	memcpy(req_newname, p, (size_t)(new_end - p) + 1);
 }
 
 static void inspect(const void *buf, ssize_t n)
@@ -108,13 +91,8 @@ static void inspect(const void *buf, ssize_t n)
 	if ((size_t)n < sizeof(*in))
 		return;
 	req_opcode = in->opcode;
+	req_nodeid = in->nodeid;
 	switch (in->opcode) {
-	case FUSE_RENAME:
-		keep_newname(buf, n, sizeof(struct fuse_rename_in));
-		break;
-	case FUSE_RENAME2:
-		keep_newname(buf, n, sizeof(struct fuse_rename2_in));
-		break;
 	case FUSE_WRITE:
 		w = body(buf, n, sizeof(*w));
 		if (w && (w->write_flags & FUSE_WRITE_KILL_SUIDGID))

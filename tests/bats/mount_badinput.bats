@@ -180,5 +180,6 @@ EOF
 	rk_unmount
 	# debug output shows the negotiated 1 MiB writes
 	grep -q "max_write=0x00100000" "$LOG"
-	grep -q "write\[[0-9]*\] 1048576 bytes" "$LOG"
+	# a WRITE request carrying 1 MiB (+ 80 bytes of headers)
+	grep -qE "opcode: WRITE \(16\), nodeid: [0-9]+, insize: 1048656" "$LOG"
 }

@@ -1,0 +1,446 @@
+/*
+ * Attributes, ownership and xattrs.  Metadata changes act on the node's
+ * own fd: fchownat(fd, "", AT_EMPTY_PATH), and chmod, times and xattrs
+ * through /proc/self/fd/N of it (an O_PATH fd cannot be fchmod'ed), which
+ * names exactly that inode: a symlink swapped in at its name later is
+ * never followed.  They hold LOCK_SH on the directory the node was seen
+ * in, because rekeyfs-rekey copies metadata to its temp before it renames
+ * the temp over the name.
+ */
+#include "fuse_i.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/fuse.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+/* Is the caller of req in group gid? */
+static bool caller_in_group(fuse_req_t req, gid_t gid)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	gid_t groups[64];
+	int n;
+
+	if (ctx->gid == gid)
+		return true;
+	n = fuse_req_getgroups(req, 64, groups);
+	for (int i = 0; i < n && i < 64; i++)
+		if (groups[i] == gid)
+			return true;
+	return false;
+}
+
+/* ---- suid/sgid on modification ---- */
+
+/*
+ * A write, truncate or O_TRUNC open by a caller without CAP_FSETID clears
+ * suid, and sgid where the kernel would (group-executable, or the caller
+ * outside the file's group), as on any local filesystem.  The daemon
+ * writes backing files as root, so the backing filesystem keeps the bits;
+ * the daemon clears them.  Under FUSE_HANDLE_KILLPRIV_V2 the kernel leaves
+ * this to the daemon entirely and tells it which requests
+ * (rkfs_wire_kill_suidgid()):
+ *
+ *  - WRITE, truncating SETATTR and O_TRUNC OPEN/CREATE carry a flag when
+ *    the caller lacks CAP_FSETID;
+ *  - before a write to a file with suid/sgid the kernel sends a SETATTR
+ *    that sets nothing; it is honoured unless the caller has CAP_FSETID,
+ *    so the reply carries the new mode and the kernel's cached one is
+ *    right;
+ *  - fallocate carries no flag, so the caller is asked about directly.
+ *
+ * Without v2 the kernel clears the bits itself before writes and
+ * truncates; the O_TRUNC flag is honoured either way.
+ */
+
+/*
+ * Does the caller of req hold CAP_FSETID?  Read from /proc only when a
+ * file with suid/sgid is modified, which is rare; uid 0 stands in when
+ * the caller's status cannot be read (another pid namespace, an exited
+ * process).
+ */
+static bool caller_has_fsetid(fuse_req_t req)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	unsigned long long caps;
+	char path[64], line[256];
+	bool has = ctx->uid == 0;
+	FILE *f;
+
+	if (ctx->pid <= 0)
+		return has;
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)ctx->pid);
+	f = fopen(path, "re");
+	if (f == NULL)
+		return has;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "CapEff: %llx", &caps) == 1) {
+			has = (caps >> 4) & 1; /* CAP_FSETID */
+			break;
+		}
+	fclose(f);
+	return has;
+}
+
+/* The bits a modification of st by the caller clears, given its request. */
+static mode_t suidgid_to_drop(fuse_req_t req, const struct stat *st,
+			      enum rkfs_kill why)
+{
+	mode_t kill = 0;
+
+	if (why == RKFS_KILL_NONE || !S_ISREG(st->st_mode))
+		return 0;
+	if (st->st_mode & S_ISUID)
+		kill |= S_ISUID;
+	if ((st->st_mode & S_ISGID) &&
+	    ((st->st_mode & S_IXGRP) || !caller_in_group(req, st->st_gid)))
+		kill |= S_ISGID;
+	if (kill && why == RKFS_KILL_UNLESS_FSETID && caller_has_fsetid(req))
+		kill = 0;
+	return kill;
+}
+
+int drop_suidgid(fuse_req_t req, int fd, enum rkfs_kill why)
+{
+	struct stat st;
+	mode_t kill;
+
+	if (why == RKFS_KILL_NONE || fstat(fd, &st) < 0)
+		return 0;
+	kill = suidgid_to_drop(req, &st, why);
+	if (kill == 0)
+		return 0;
+	if (fchmod(fd, st.st_mode & 07777 & ~kill) < 0)
+		return -errno;
+	return 1;
+}
+
+/* chmod of any fd, O_PATH included. */
+static int chmod_fd(int fd, mode_t mode)
+{
+	char proc[PROC_FD_LEN];
+
+	proc_fd_path(proc, sizeof(proc), fd);
+	/* A /proc/self/fd link: names the fd's inode, not a path. */
+	if (fchmodat(AT_FDCWD, proc, mode, 0) < 0)
+		return -errno;
+	return 0;
+}
+
+int set_owner(fuse_req_t req, int dfd, int fd, mode_t mode)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct stat pst, st;
+	gid_t gid;
+	mode_t want;
+
+	if (rkfs_ms->euid != 0 ||
+	    (ctx->uid == rkfs_ms->euid && ctx->gid == rkfs_ms->egid))
+		return 0; /* already the caller's, mode exact (umask 0) */
+	if (fstat(dfd, &pst) < 0 || fstat(fd, &st) < 0)
+		return -errno;
+	gid = (pst.st_mode & S_ISGID) ? pst.st_gid : ctx->gid;
+	if ((st.st_uid != ctx->uid || st.st_gid != gid) &&
+	    fchownat(fd, "", ctx->uid, gid,
+		     AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	if (S_ISLNK(st.st_mode))
+		return 0;
+	want = mode & 07777;
+	if (S_ISDIR(st.st_mode) && (pst.st_mode & S_ISGID))
+		want |= S_ISGID;
+	/* chown cleared suid/sgid: put back what was asked for. */
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if ((st.st_mode & 07777) != want)
+		return chmod_fd(fd, want);
+	return 0;
+}
+
+/* ---- getattr / setattr ---- */
+
+void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct stat st;
+	int ret;
+
+	(void)fi;
+	ret = node_stat(node_of(ino), &st);
+	if (ret < 0)
+		fuse_reply_err(req, -ret);
+	else
+		fuse_reply_attr(req, &st, RKFS_ATTR_TIMEOUT);
+}
+
+static int set_times(int fd, struct fhandle *h, const struct stat *attr,
+		     int to_set)
+{
+	struct timespec tv[2];
+	char proc[PROC_FD_LEN];
+
+	tv[0].tv_sec = tv[1].tv_sec = 0;
+	tv[0].tv_nsec = tv[1].tv_nsec = UTIME_OMIT;
+	if (to_set & FUSE_SET_ATTR_ATIME_NOW)
+		tv[0].tv_nsec = UTIME_NOW;
+	else if (to_set & FUSE_SET_ATTR_ATIME)
+		tv[0] = attr->st_atim;
+	if (to_set & FUSE_SET_ATTR_MTIME_NOW)
+		tv[1].tv_nsec = UTIME_NOW;
+	else if (to_set & FUSE_SET_ATTR_MTIME)
+		tv[1] = attr->st_mtim;
+	if (h)
+		return futimens(h->fd, tv) < 0 ? -errno : 0;
+	proc_fd_path(proc, sizeof(proc), fd);
+	/* A /proc/self/fd link: names the fd's inode (a symlink's own). */
+	return utimensat(AT_FDCWD, proc, tv, 0) < 0 ? -errno : 0;
+}
+
+#define SET_CHANGES                                                       \
+	(FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID |     \
+	 FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | \
+	 FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW)
+
+static int setattr_meta(fuse_req_t req, struct node *n, struct fhandle *h,
+			const struct stat *attr, int to_set)
+{
+	enum rkfs_kill kill = rkfs_wire_kill_suidgid(FUSE_SETATTR, node_id(n));
+	struct stat st;
+	int fd, ret = 0;
+
+	fd = node_fd_get(n);
+	if (to_set & FUSE_SET_ATTR_MODE) {
+		if (S_ISLNK(n->type))
+			ret = -EOPNOTSUPP;
+		else if (h)
+			ret = fchmod(h->fd, attr->st_mode & 07777) < 0 ? -errno
+								       : 0;
+		else
+			ret = chmod_fd(fd, attr->st_mode & 07777);
+	}
+	if (ret == 0 && (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID))) {
+		uid_t uid = (to_set & FUSE_SET_ATTR_UID) ? attr->st_uid
+							 : (uid_t)-1;
+		gid_t gid = (to_set & FUSE_SET_ATTR_GID) ? attr->st_gid
+							 : (gid_t)-1;
+
+		if (fchownat(fd, "", uid, gid,
+			     AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
+			ret = -errno;
+	}
+	if (ret == 0 &&
+	    (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME |
+		       FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW)))
+		ret = set_times(fd, h, attr, to_set);
+	if (ret == 0 && !(to_set & SET_CHANGES) && fstat(fd, &st) == 0) {
+		/*
+		 * A SETATTR that sets nothing: the kernel dropping privileges
+		 * before a write to a file with suid/sgid, or chown(f, -1,
+		 * -1), which only marks the change.  On a file without those
+		 * bits it can only be the latter.
+		 */
+		mode_t drop = suidgid_to_drop(req, &st, kill);
+
+		if (drop)
+			ret = chmod_fd(fd, st.st_mode & 07777 & ~drop);
+		else if (!(st.st_mode & (S_ISUID | S_ISGID)) &&
+			 fchownat(fd, "", (uid_t)-1, (gid_t)-1,
+				  AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
+			ret = -errno;
+	}
+	node_fd_put(n);
+	return ret;
+}
+
+void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+		struct fuse_file_info *fi)
+{
+	struct node *n = node_of(ino), *p;
+	struct fhandle *h = S_ISREG(n->type) ? fhandle_of(fi) : NULL;
+	struct stat st;
+	int ret;
+
+	p = parent_lock(n);
+	ret = node_refresh(n);
+	if (ret >= 0 && (to_set & FUSE_SET_ATTR_SIZE)) {
+		struct fhandle *t = NULL;
+
+		if (S_ISDIR(n->type))
+			ret = -EISDIR;
+		else if (!S_ISREG(n->type))
+			ret = -EINVAL;
+		else if (h && (h->flags & O_ACCMODE) != O_RDONLY)
+			ret = io_truncate(req, h, attr->st_size);
+		else if ((ret = io_open(req, n, O_RDWR, &t)) == 0) {
+			ret = io_truncate(req, t, attr->st_size);
+			io_close(t);
+		}
+	}
+	if (ret >= 0)
+		ret = setattr_meta(req, n, h, attr, to_set);
+	parent_unlock(p);
+	if (ret >= 0)
+		ret = node_stat(n, &st);
+	if (ret < 0)
+		fuse_reply_err(req, -ret);
+	else
+		fuse_reply_attr(req, &st, RKFS_ATTR_TIMEOUT);
+}
+
+void op_access(fuse_req_t req, fuse_ino_t ino, int mask)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct stat st;
+	mode_t bits;
+	int ret = node_stat(node_of(ino), &st);
+
+	if (ret < 0 || mask == F_OK)
+		goto out;
+	if (ctx->uid == 0) {
+		if ((mask & X_OK) && !S_ISDIR(st.st_mode) &&
+		    !(st.st_mode & 0111))
+			ret = -EACCES;
+		goto out;
+	}
+	if (ctx->uid == st.st_uid)
+		bits = (st.st_mode >> 6) & 7;
+	else if (caller_in_group(req, st.st_gid))
+		bits = (st.st_mode >> 3) & 7;
+	else
+		bits = st.st_mode & 7;
+	if (((mode_t)mask & bits) != (mode_t)mask)
+		ret = -EACCES;
+out:
+	fuse_reply_err(req, ret < 0 ? -ret : 0);
+}
+
+void op_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	struct node *n = node_of(ino);
+	char buf[PATH_MAX + 1];
+	ssize_t len;
+	int fd;
+
+	fd = node_fd_get(n);
+	len = readlinkat(fd, "", buf, sizeof(buf) - 1);
+	if (len < 0)
+		len = -errno;
+	node_fd_put(n);
+	if (len < 0) {
+		fuse_reply_err(req, (int)-len);
+		return;
+	}
+	buf[len] = '\0';
+	fuse_reply_readlink(req, buf);
+}
+
+void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct statvfs st;
+
+	(void)ino;
+	if (fstatvfs(rkfs_ms->rootfd, &st) < 0)
+		fuse_reply_err(req, errno);
+	else
+		fuse_reply_statfs(req, &st);
+}
+
+/* ---- xattrs, through /proc/self/fd of the node's fd ---- */
+
+void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+		 size_t size)
+{
+	struct node *n = node_of(ino);
+	char proc[PROC_FD_LEN], *buf = NULL;
+	ssize_t len;
+	int fd;
+
+	if (size && (buf = malloc(size)) == NULL) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	fd = node_fd_get(n);
+	proc_fd_path(proc, sizeof(proc), fd);
+	/* A /proc/self/fd link: the node's inode (a symlink's own). */
+	len = getxattr(proc, name, buf, size);
+	if (len < 0)
+		len = -errno;
+	node_fd_put(n);
+	if (len < 0)
+		fuse_reply_err(req, (int)-len);
+	else if (size == 0)
+		fuse_reply_xattr(req, (size_t)len);
+	else
+		fuse_reply_buf(req, buf, (size_t)len);
+	free(buf);
+}
+
+void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	struct node *n = node_of(ino);
+	char proc[PROC_FD_LEN], *buf = NULL;
+	ssize_t len;
+	int fd;
+
+	if (size && (buf = malloc(size)) == NULL) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	fd = node_fd_get(n);
+	proc_fd_path(proc, sizeof(proc), fd);
+	/* A /proc/self/fd link: the node's inode (a symlink's own). */
+	len = listxattr(proc, buf, size);
+	if (len < 0)
+		len = -errno;
+	node_fd_put(n);
+	if (len < 0)
+		fuse_reply_err(req, (int)-len);
+	else if (size == 0)
+		fuse_reply_xattr(req, (size_t)len);
+	else
+		fuse_reply_buf(req, buf, (size_t)len);
+	free(buf);
+}
+
+/* setxattr, or removexattr when value is NULL. */
+static int change_xattr(struct node *n, const char *name, const char *value,
+			size_t size, int flags)
+{
+	char proc[PROC_FD_LEN];
+	struct node *p;
+	int fd, ret;
+
+	p = parent_lock(n);
+	ret = node_refresh(n);
+	if (ret >= 0) {
+		fd = node_fd_get(n);
+		proc_fd_path(proc, sizeof(proc), fd);
+		/* A /proc/self/fd link: the node's inode. */
+		ret = value ? setxattr(proc, name, value, size, flags)
+			    : removexattr(proc, name);
+		ret = ret < 0 ? -errno : 0;
+		node_fd_put(n);
+	}
+	parent_unlock(p);
+	return ret;
+}
+
+void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+		 const char *value, size_t size, int flags)
+{
+	int ret = change_xattr(node_of(ino), name, value ? value : "", size,
+			       flags);
+
+	fuse_reply_err(req, -ret);
+}
+
+void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	fuse_reply_err(req, -change_xattr(node_of(ino), name, NULL, 0, 0));
+}

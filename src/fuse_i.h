@@ -1,0 +1,337 @@
+/*
+ * Internal interface of the rekeyfs daemon, split by concern:
+ *
+ *   fuse_main.c   options, start-up checks, the session, reload triggers
+ *   fuse_ops.c    the operations table, INIT and DESTROY
+ *   fuse_node.c   the node table: backing inodes, lookup counts, names,
+ *                 rebinding after a rekey, directory locks, the fd budget
+ *   fuse_ns.c     namespace: lookup, forget, mkdir, mknod, symlink, link,
+ *                 unlink, rmdir, rename, readdir(plus)
+ *   fuse_attr.c   attributes, ownership, suid/sgid, xattrs, statfs
+ *   fuse_io.c     open, create, read, write and the rest of file I/O
+ *   fuse_keys.c   the current keyring and its reloads
+ *   fuse_wire.c   what libfuse 3.14 cannot negotiate (KILLPRIV_V2)
+ *
+ * Every backing access is relative to a node's fd, one name component at
+ * a time, and never follows a symlink; see fuse_node.c.
+ */
+#ifndef RKFS_FUSE_I_H
+#define RKFS_FUSE_I_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <fuse_lowlevel.h>
+
+#include "rekeyfs/file.h"
+#include "rekeyfs/keyring.h"
+#include "rekeyfs/meta.h"
+
+struct rkfs_mount_state {
+	int rootfd;		/* O_DIRECTORY fd of the backing root */
+	const char *root;	/* backing path, for messages */
+	const char *keyring;	/* absolute keyring path, for reloads */
+	bool ro;		/* -o ro: never record or create metadata */
+	bool single;		/* -s: one thread serves every request */
+	uid_t euid;		/* the daemon's own ids */
+	gid_t egid;
+	struct rkfs_meta *meta; /* owned; changed only by reloads */
+};
+
+extern struct rkfs_mount_state *rkfs_ms;
+/* The session, for notifications to the kernel (NULL before the mount). */
+extern struct fuse_session *rkfs_se;
+
+/*
+ * Readahead of the mount, in KiB: raised to this as root (fuse_main.c),
+ * and the most the INIT reply lets the kernel use (fuse_ops.c); the kernel
+ * keeps the smaller of the two.
+ */
+#define RKFS_READAHEAD_KB 4096
+
+/* Seconds the kernel may cache names and attributes. */
+#define RKFS_ENTRY_TIMEOUT 10.0
+#define RKFS_ATTR_TIMEOUT 1.0
+
+/* ---- nodes (fuse_node.c) ---- */
+
+/*
+ * A node is one backing inode the kernel knows: hard links share it.
+ * Fields marked (T) are under the table mutex; (F) under fdmu; (D) under
+ * dmu; (L) under lock.  Lock order: fdmu of a file, table mutex; fdmu
+ * of a directory is never taken for writing (directories never rebind).
+ */
+struct node {
+	struct node *next;	/* (T) chain by (dev, ino) */
+	struct node *name_next; /* (T) chain by (parent, name) */
+	struct node *shown_next; /* (T) chain of rebound nodes by shown_ino */
+	dev_t dev;		/* (T) backing inode the fd is open on */
+	ino_t ino;		/* (T) */
+	uint64_t shown_ino;	/* st_ino the mount reports; fixed */
+	mode_t type;		/* S_IFMT bits; fixed */
+	int fd;			/* (F) O_PATH | O_NOFOLLOW on the inode */
+	pthread_rwlock_t fdmu;	/* (F) read: using fd; write: rebinding */
+	bool rebound;		/* (T) shown_ino is no longer ino */
+	uint64_t nlookup;	/* (T) the kernel's references */
+	unsigned refs;		/* (T) the daemon's own references */
+	struct node *parent;	/* (T) where it was last seen, referenced */
+	char *name;		/* (T) its name there; NULL once removed */
+
+	/* directories: a real fd for flock and readdir, and LOCK_SH held
+	 * while any thread works inside (the rekey protocol) */
+	pthread_mutex_t dmu;
+	int dfd;		/* (D) -1 until first needed */
+	unsigned dlocks;	/* (D) threads inside */
+
+	/* regular files: the encrypted-file state while open */
+	pthread_rwlock_t lock;
+	unsigned opens;		/* (L, write) open handles */
+	bool loaded;		/* (L) file is valid */
+	struct rkfs_file file;	/* (L) */
+};
+
+/* Rebind every node whose file a rekey replaced (see fuse_node.c). */
+void rkfs_nodes_sweep(void);
+
+/* Set up the table with the root directory; 0 or -errno. */
+int rkfs_nodes_init(int rootfd);
+void rkfs_nodes_clear(void);
+
+/* The node's fd, held against rebinding until node_fd_put(). */
+int node_fd_get(struct node *n);
+void node_fd_put(struct node *n);
+
+/* The node of a FUSE inode number (a node the kernel holds). */
+struct node *node_of(fuse_ino_t ino);
+fuse_ino_t node_id(const struct node *n);
+
+/* Take / drop one of the daemon's own references. */
+void node_hold(struct node *n);
+void node_put(struct node *n);
+
+/*
+ * Find or create the node for the object named name in parent, of which
+ * the caller has an fd (any kind; O_PATH is fine) and its fstat() in st.
+ * Adds one kernel reference and fills e (attributes with the shown inode
+ * number and plaintext size).  Returns the node or NULL with *err set.
+ */
+struct node *node_enter(struct node *parent, const char *name, int fd,
+			const struct stat *st, struct fuse_entry_param *e,
+			int *err);
+
+/* Look name up in parent and enter it (node_enter); 0 or -errno. */
+int node_lookup(struct node *parent, const char *name,
+		struct fuse_entry_param *e, struct node **np);
+
+/* Drop n kernel references. */
+void node_forget(struct node *n, uint64_t nlookup);
+
+/*
+ * A regular file replaced by rekeyfs-rekey (a temp renamed over its name)
+ * leaves the node's fd on an inode with no links.  Move the node to the
+ * file now at its name, keeping its shown inode number.  No-op for other
+ * nodes and nodes removed through the mount.  0 or -errno.
+ */
+int node_refresh(struct node *n);
+
+/* fstat of the node's inode (after node_refresh), as the mount shows it:
+ * shown inode number, plaintext size.  0 or -errno. */
+int node_stat(struct node *n, struct stat *st);
+
+/* The shown inode number for a backing (dev, ino) seen in a listing. */
+uint64_t node_shown_ino(dev_t dev, ino_t ino);
+
+/* Record namespace changes made through the mount. */
+void node_removed(struct node *parent, const char *name, const struct stat *st);
+void node_moved(struct node *from, const char *name, struct node *to,
+		const char *newname, const struct stat *st);
+
+/* The node's path below the root, for messages (malloc'd; may be NULL). */
+char *node_path(struct node *n);
+
+/*
+ * LOCK_SH on a directory node for the rekey protocol.  Returns the
+ * directory's real fd (for *at() calls), locked, or -errno; release with
+ * dir_unlock().  dir_lock2 locks two (possibly equal) directories.
+ */
+int dir_lock(struct node *d);
+void dir_unlock(struct node *d);
+
+/*
+ * LOCK_SH on the directory a node was last seen in, for metadata changes
+ * (the rekey tool copies metadata before its rename).  Returns the locked
+ * parent (referenced) or NULL when there is none; release with
+ * parent_unlock().
+ */
+struct node *parent_lock(struct node *n);
+void parent_unlock(struct node *p);
+
+/* "/proc/self/fd/N" for fd: names exactly that inode, never a symlink
+ * swapped in later (the kernel jumps to the fd's inode). */
+void proc_fd_path(char *buf, size_t size, int fd);
+#define PROC_FD_LEN 32
+
+/* Log, at most once a minute, that the fd budget ran out. */
+void fd_budget_exhausted(void);
+
+/* flock(), retried on EINTR.  0 or -errno. */
+int rkfs_flock_retry(int fd, int how);
+
+/* ---- keyring (fuse_keys.c) ---- */
+
+struct kref {
+	struct rkfs_keyring *kr;
+	unsigned refs;
+};
+
+struct kref *kr_get(void);
+void kr_put(struct kref *k);
+void rkfs_fs_keys_setup(struct rkfs_keyring *kr);
+void rkfs_fs_keys_teardown(void);
+/* A file names an unknown generation: reload if the keyring file changed.
+ * True if a new keyring was installed. */
+bool reload_if_stale(void);
+
+/*
+ * Re-read the keyring file, check it against the tree's metadata, record
+ * its primary and only then make it current.  On failure the old keyring
+ * stays and one log line says why.  why names the trigger for the log.
+ * Returns 0 or -errno.  Reloads are serialised.
+ */
+int rkfs_fs_reload(const char *why);
+
+/* Relock the current keyring's key pages (mlock is lost across fork). */
+void rkfs_fs_relock_keys(void);
+
+/* ---- attributes (fuse_attr.c) ---- */
+
+void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+		struct fuse_file_info *fi);
+void op_access(fuse_req_t req, fuse_ino_t ino, int mask);
+void op_readlink(fuse_req_t req, fuse_ino_t ino);
+void op_statfs(fuse_req_t req, fuse_ino_t ino);
+void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+		 const char *value, size_t size, int flags);
+void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+		 size_t size);
+void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
+void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name);
+
+/*
+ * Give a new object to the caller the way a local filesystem would:
+ * caller's uid, caller's gid or the parent's if the parent is setgid (new
+ * directories keep setgid), mode exactly as asked.  fd is any fd of the
+ * object (O_PATH is fine), dfd its directory.  0 or -errno.
+ */
+int set_owner(fuse_req_t req, int dfd, int fd, mode_t mode);
+
+/* suid/sgid clearing on modification (see fuse_attr.c). */
+enum rkfs_kill {
+	RKFS_KILL_NONE,		/* nothing */
+	RKFS_KILL_FLAGGED,	/* clear: the caller lacks CAP_FSETID */
+	RKFS_KILL_UNLESS_FSETID /* clear unless the caller has CAP_FSETID */
+};
+/* Clear them on an open backing file.  1 if it changed, 0, or -errno. */
+int drop_suidgid(fuse_req_t req, int fd, enum rkfs_kill why);
+
+/* ---- file I/O (fuse_io.c) ---- */
+
+void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
+	       mode_t mode, struct fuse_file_info *fi);
+void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+	     struct fuse_file_info *fi);
+void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
+	      off_t off, struct fuse_file_info *fi);
+void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off,
+		  off_t len, struct fuse_file_info *fi);
+void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+	      struct fuse_file_info *fi);
+void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
+	      struct fuse_file_info *fi);
+void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+
+/* An open file of the mount. */
+struct fhandle {
+	int fd;	   /* real backing fd, LOCK_SH held */
+	int flags; /* the caller's open flags */
+	struct node *node;
+	uint64_t seq_end;  /* end of the furthest read (backing offset) */
+	uint64_t ra_until; /* backing read ahead up to here */
+	uint64_t wb_end;   /* end of the last write (backing offset) */
+	uint64_t wb_from;  /* writeback not yet started from here */
+	bool atime_done;   /* this handle's first read marked atime */
+};
+
+static inline struct fhandle *fhandle_of(const struct fuse_file_info *fi)
+{
+	return fi ? (struct fhandle *)(uintptr_t)fi->fh : NULL;
+}
+
+/*
+ * Open n's backing file for an operation without a handle (truncate):
+ * the same locking and rekey checks as an open, and n's file state loaded.
+ * Undo with io_close().
+ */
+int io_open(fuse_req_t req, struct node *n, int flags, struct fhandle **hp);
+void io_close(struct fhandle *h);
+/* Set the size of an open file (truncate, O_TRUNC). */
+int io_truncate(fuse_req_t req, struct fhandle *h, off_t size);
+
+void rkfs_io_setup(void);
+void rkfs_io_teardown(void);
+
+/* ---- namespace (fuse_ns.c) ---- */
+
+void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name);
+void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup);
+void op_forget_multi(fuse_req_t req, size_t count,
+		     struct fuse_forget_data *forgets);
+void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
+	      mode_t mode);
+void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
+	      mode_t mode, dev_t rdev);
+void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
+		const char *name);
+void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
+	     const char *newname);
+void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name);
+void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name);
+void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
+	       fuse_ino_t newparent, const char *newname, unsigned int flags);
+void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		struct fuse_file_info *fi);
+void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi);
+void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
+		 struct fuse_file_info *fi);
+
+/* Is name reserved for rekeyfs's own files (never shown, never made)? */
+bool reserved_name(const char *name);
+
+/* ---- operations (fuse_ops.c) ---- */
+
+const struct fuse_lowlevel_ops *rkfs_fs_operations(void);
+/* Hand the mount state and the initial keyring (ownership passes) over;
+ * once, before the session starts.  0 or -errno. */
+int rkfs_fs_setup(struct rkfs_mount_state *ms, struct rkfs_keyring *kr);
+void rkfs_fs_teardown(void);
+
+/* ---- the channel (fuse_wire.c) ---- */
+
+/*
+ * Install the /dev/fuse channel as libfuse custom I/O, right after
+ * mounting; 0 or -errno.  rkfs_wire_kill_suidgid() says what the request
+ * of opcode op on node id nodeid asks of suid/sgid (RKFS_KILL_NONE when
+ * the request this thread read is not that one).
+ */
+int rkfs_wire_install(struct fuse_session *se);
+enum rkfs_kill rkfs_wire_kill_suidgid(uint32_t op, fuse_ino_t nodeid);
+
+#endif /* RKFS_FUSE_I_H */

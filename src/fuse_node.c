@@ -1,0 +1,732 @@
+/*
+ * The node table: one node per backing inode the kernel holds, keyed by
+ * the backing (st_dev, st_ino), so hard links are one node and one kernel
+ * inode.  A node keeps an O_PATH fd on its inode; every backing call the
+ * daemon makes is relative to such an fd, on one name component, without
+ * following symlinks, or goes through /proc/self/fd/N of the fd, which
+ * names exactly that inode.  A user who swaps a backing file or directory
+ * for a symlink between two requests therefore changes nothing the
+ * daemon acts on: the fd still names the old inode, and new lookups open
+ * the symlink itself (O_NOFOLLOW), never its target.
+ *
+ * Rekeyed files.  rekeyfs-rekey replaces a file with one link by renaming
+ * a temp over its name.  The node's fd then pins the replaced inode (no
+ * links left) and the kernel sends no LOOKUP while its entry is cached.
+ * So each node remembers a (parent, name) it was last seen at, and a
+ * regular file whose pinned inode has no links, and which was not removed
+ * through the mount, is rebound to the file now at that name: on getattr,
+ * open, metadata changes and on LOOKUP of that name (node_refresh()).  The
+ * node keeps the inode number it showed (shown_ino), so open handles,
+ * find -inum and hard-link detection in tar or rsync see no change while
+ * the mount stays up.  A rebound node's old number is free on the backing
+ * filesystem and may be reused by a new file; such a file gets a number
+ * from a range ext4 never hands out (RKFS_SYNTH_INO) for as long as its
+ * node lives, so two live nodes never show the same number.  After a
+ * remount every file shows its backing inode number again.  Multiply-
+ * linked files are rewritten in place by the tool and keep their inode.
+ */
+#include "fuse_i.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "rekeyfs/error.h"
+
+#define NODE_BUCKETS 65536
+#define RKFS_SYNTH_INO (1ULL << 62)
+
+static struct node *by_ino[NODE_BUCKETS];
+static struct node *by_name[NODE_BUCKETS];
+static struct node *by_shown[NODE_BUCKETS];
+static pthread_mutex_t table_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct node root;
+static uint64_t synth_next = RKFS_SYNTH_INO;
+static size_t nodes_live;
+
+static size_t ino_hash(dev_t dev, ino_t ino)
+{
+	uint64_t h = (uint64_t)ino * 0x9e3779b97f4a7c15ULL ^ (uint64_t)dev;
+
+	return (size_t)(h >> 32) % NODE_BUCKETS;
+}
+
+static size_t name_hash(const struct node *parent, const char *name)
+{
+	uint64_t h = (uint64_t)(uintptr_t)parent * 0x9e3779b97f4a7c15ULL;
+
+	for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+		h = (h ^ *p) * 0x100000001b3ULL;
+	return (size_t)(h >> 32) % NODE_BUCKETS;
+}
+
+static size_t shown_hash(uint64_t shown)
+{
+	return (size_t)((shown * 0x9e3779b97f4a7c15ULL) >> 32) % NODE_BUCKETS;
+}
+
+void proc_fd_path(char *buf, size_t size, int fd)
+{
+	snprintf(buf, size, "/proc/self/fd/%d", fd);
+}
+
+int rkfs_flock_retry(int fd, int how)
+{
+	while (flock(fd, how) < 0) {
+		if (errno != EINTR)
+			return -errno;
+	}
+	return 0;
+}
+
+void fd_budget_exhausted(void)
+{
+	static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+	static time_t last;
+	struct rlimit rl = {0, 0};
+	time_t now = time(NULL);
+	size_t live;
+	bool log;
+
+	pthread_mutex_lock(&mu);
+	log = last == 0 || now - last >= 60;
+	if (log)
+		last = now;
+	pthread_mutex_unlock(&mu);
+	if (!log)
+		return;
+	pthread_mutex_lock(&table_mu);
+	live = nodes_live;
+	pthread_mutex_unlock(&table_mu);
+	(void)getrlimit(RLIMIT_NOFILE, &rl);
+	rkfs_log(LOG_ERR,
+		 "out of file descriptors: the kernel holds %zu nodes and the "
+		 "file descriptor limit is %llu; requests for new files fail "
+		 "with EMFILE until the kernel forgets some (raise the limit: "
+		 "ulimit -n, LimitNOFILE=)",
+		 live, (unsigned long long)rl.rlim_cur);
+}
+
+/* ---- the table (table_mu held) ---- */
+
+static struct node *find_ino(dev_t dev, ino_t ino)
+{
+	struct node *n = by_ino[ino_hash(dev, ino)];
+
+	while (n && (n->dev != dev || n->ino != ino))
+		n = n->next;
+	return n;
+}
+
+static void unlink_chain(struct node **head, struct node *n, size_t off)
+{
+	struct node **pp = head;
+
+	while (*pp && *pp != n)
+		pp = (struct node **)((char *)*pp + off);
+	if (*pp)
+		*pp = *(struct node **)((char *)n + off);
+}
+
+#define CHAIN_OFF(field) offsetof(struct node, field)
+
+static struct node *find_name(const struct node *parent, const char *name)
+{
+	struct node *n = by_name[name_hash(parent, name)];
+
+	while (n && (n->parent != parent || strcmp(n->name, name) != 0))
+		n = n->name_next;
+	return n;
+}
+
+static bool shown_taken(uint64_t shown)
+{
+	struct node *n = by_shown[shown_hash(shown)];
+
+	while (n && n->shown_ino != shown)
+		n = n->shown_next;
+	return n != NULL;
+}
+
+static void node_free_locked(struct node *n);
+
+static void drop_locked(struct node *n)
+{
+	while (n && --n->refs == 0 && n->nlookup == 0 && n != &root) {
+		struct node *p = n->parent; /* its reference: the loop's */
+
+		node_free_locked(n);
+		n = p;
+	}
+}
+
+/* Forget where n was seen.  Its parent's reference is dropped. */
+static void clear_name_locked(struct node *n)
+{
+	struct node *p = n->parent;
+
+	if (n->name)
+		unlink_chain(&by_name[name_hash(p, n->name)], n,
+			     CHAIN_OFF(name_next));
+	free(n->name);
+	n->name = NULL;
+	n->parent = NULL;
+	drop_locked(p);
+}
+
+/* Remember that n is parent/name.  Returns -ENOMEM or 0 (n unchanged). */
+static int set_name_locked(struct node *n, struct node *parent,
+			   const char *name)
+{
+	char *copy;
+
+	if (n == &root || parent == NULL)
+		return 0;
+	if (n->parent == parent && n->name && strcmp(n->name, name) == 0)
+		return 0;
+	copy = strdup(name);
+	if (copy == NULL)
+		return -ENOMEM;
+	parent->refs++;
+	clear_name_locked(n);
+	n->parent = parent;
+	n->name = copy;
+	n->name_next = by_name[name_hash(parent, copy)];
+	by_name[name_hash(parent, copy)] = n;
+	return 0;
+}
+
+static void node_free_locked(struct node *n)
+{
+	unlink_chain(&by_ino[ino_hash(n->dev, n->ino)], n, CHAIN_OFF(next));
+	if (n->rebound)
+		unlink_chain(&by_shown[shown_hash(n->shown_ino)], n,
+			     CHAIN_OFF(shown_next));
+	if (n->name)
+		unlink_chain(&by_name[name_hash(n->parent, n->name)], n,
+			     CHAIN_OFF(name_next));
+	free(n->name);
+	if (n->fd >= 0)
+		close(n->fd);
+	if (n->dfd >= 0)
+		close(n->dfd);
+	if (n->loaded)
+		rkfs_file_release(&n->file);
+	pthread_rwlock_destroy(&n->fdmu);
+	pthread_rwlock_destroy(&n->lock);
+	pthread_mutex_destroy(&n->dmu);
+	nodes_live--;
+	free(n);
+}
+
+static void node_init(struct node *n, int fd, const struct stat *st)
+{
+	n->fd = fd;
+	n->dfd = -1;
+	n->dev = st->st_dev;
+	n->ino = st->st_ino;
+	n->shown_ino = st->st_ino;
+	n->type = st->st_mode & S_IFMT;
+	pthread_rwlock_init(&n->fdmu, NULL);
+	pthread_rwlock_init(&n->lock, NULL);
+	pthread_mutex_init(&n->dmu, NULL);
+}
+
+/* ---- public ---- */
+
+int rkfs_nodes_init(int rootfd)
+{
+	struct stat st;
+	int fd = openat(rootfd, ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0) {
+		close(fd);
+		return -errno;
+	}
+	node_init(&root, fd, &st);
+	root.nlookup = 1;
+	root.refs = 1;
+	pthread_mutex_lock(&table_mu);
+	root.next = by_ino[ino_hash(st.st_dev, st.st_ino)];
+	by_ino[ino_hash(st.st_dev, st.st_ino)] = &root;
+	pthread_mutex_unlock(&table_mu);
+	return 0;
+}
+
+void rkfs_nodes_clear(void)
+{
+	struct node *all = NULL;
+
+	/* At exit: no request runs any more; free every node but root. */
+	pthread_mutex_lock(&table_mu);
+	for (size_t b = 0; b < NODE_BUCKETS; b++) {
+		while (by_ino[b]) {
+			struct node *n = by_ino[b];
+
+			by_ino[b] = n->next;
+			if (n != &root) {
+				n->next = all;
+				all = n;
+			}
+		}
+		by_name[b] = NULL;
+		by_shown[b] = NULL;
+	}
+	while (all) {
+		struct node *n = all;
+
+		all = n->next;
+		n->name = (free(n->name), NULL);
+		n->rebound = false;
+		n->next = NULL;
+		node_free_locked(n);
+	}
+	pthread_mutex_unlock(&table_mu);
+	if (root.fd >= 0)
+		close(root.fd);
+	if (root.dfd >= 0)
+		close(root.dfd);
+	root.fd = root.dfd = -1;
+}
+
+struct node *node_of(fuse_ino_t ino)
+{
+	return ino == FUSE_ROOT_ID ? &root : (struct node *)(uintptr_t)ino;
+}
+
+fuse_ino_t node_id(const struct node *n)
+{
+	return n == &root ? FUSE_ROOT_ID : (fuse_ino_t)(uintptr_t)n;
+}
+
+int node_fd_get(struct node *n)
+{
+	pthread_rwlock_rdlock(&n->fdmu);
+	return n->fd;
+}
+
+void node_fd_put(struct node *n)
+{
+	pthread_rwlock_unlock(&n->fdmu);
+}
+
+void node_hold(struct node *n)
+{
+	pthread_mutex_lock(&table_mu);
+	n->refs++;
+	pthread_mutex_unlock(&table_mu);
+}
+
+void node_put(struct node *n)
+{
+	pthread_mutex_lock(&table_mu);
+	drop_locked(n);
+	pthread_mutex_unlock(&table_mu);
+}
+
+void node_forget(struct node *n, uint64_t nlookup)
+{
+	pthread_mutex_lock(&table_mu);
+	if (n != &root) {
+		n->nlookup -= nlookup < n->nlookup ? nlookup : n->nlookup;
+		/* drop_locked() frees at refs 0: count the kernel's
+		 * references as one of ours for the call. */
+		n->refs++;
+		drop_locked(n);
+	}
+	pthread_mutex_unlock(&table_mu);
+}
+
+static void fill_entry(struct fuse_entry_param *e, const struct node *n,
+		       const struct stat *st)
+{
+	memset(e, 0, sizeof(*e));
+	e->ino = node_id(n);
+	e->attr = *st;
+	e->attr.st_ino = (ino_t)n->shown_ino;
+	if (S_ISREG(st->st_mode))
+		e->attr.st_size = (off_t)rkfs_file_stat_size(
+		    (uint64_t)st->st_size);
+	e->attr_timeout = RKFS_ATTR_TIMEOUT;
+	e->entry_timeout = RKFS_ENTRY_TIMEOUT;
+}
+
+/*
+ * Is c, the node last seen at the name now holding another file, a rebind
+ * candidate: a regular file whose pinned inode has no links left?
+ */
+static bool pinned_unlinked(struct node *c)
+{
+	struct stat st;
+	int fd;
+	bool gone;
+
+	if (c->type != S_IFREG)
+		return false;
+	fd = node_fd_get(c);
+	gone = fstat(fd, &st) == 0 && st.st_nlink == 0;
+	node_fd_put(c);
+	return gone;
+}
+
+struct node *node_enter(struct node *parent, const char *name, int pfd,
+			const struct stat *st, struct fuse_entry_param *e,
+			int *err)
+{
+	struct node *n, *cand = NULL;
+	bool tried = false;
+
+again:
+	pthread_mutex_lock(&table_mu);
+	n = find_ino(st->st_dev, st->st_ino);
+	if (n == NULL && !tried && parent && S_ISREG(st->st_mode)) {
+		cand = find_name(parent, name);
+		if (cand && cand->type == S_IFREG) {
+			cand->refs++;
+		} else {
+			cand = NULL;
+		}
+	}
+	if (cand) {
+		/* Perhaps the file a rekey replaced: rebind, look again. */
+		pthread_mutex_unlock(&table_mu);
+		tried = true;
+		if (pinned_unlinked(cand))
+			(void)node_refresh(cand);
+		node_put(cand);
+		cand = NULL;
+		goto again;
+	}
+	if (n) {
+		if (n->type != (st->st_mode & S_IFMT)) {
+			/* Cannot be: the node's fd pins its inode. */
+			pthread_mutex_unlock(&table_mu);
+			close(pfd);
+			*err = -EIO;
+			return NULL;
+		}
+		n->nlookup++;
+		(void)set_name_locked(n, parent, name);
+		pthread_mutex_unlock(&table_mu);
+		close(pfd);
+		fill_entry(e, n, st);
+		return n;
+	}
+	n = calloc(1, sizeof(*n));
+	if (n == NULL) {
+		pthread_mutex_unlock(&table_mu);
+		close(pfd);
+		*err = -ENOMEM;
+		return NULL;
+	}
+	node_init(n, pfd, st);
+	if (shown_taken(n->shown_ino))
+		n->shown_ino = synth_next++;
+	n->nlookup = 1;
+	n->next = by_ino[ino_hash(n->dev, n->ino)];
+	by_ino[ino_hash(n->dev, n->ino)] = n;
+	nodes_live++;
+	(void)set_name_locked(n, parent, name);
+	pthread_mutex_unlock(&table_mu);
+	fill_entry(e, n, st);
+	return n;
+}
+
+int node_lookup(struct node *parent, const char *name,
+		struct fuse_entry_param *e, struct node **np)
+{
+	struct stat st;
+	int pfd, dfd, err = 0;
+
+	*np = NULL;
+	dfd = node_fd_get(parent);
+	pfd = openat(dfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	node_fd_put(parent);
+	if (pfd < 0) {
+		err = -errno;
+		if (err == -EMFILE || err == -ENFILE)
+			fd_budget_exhausted();
+		return err;
+	}
+	if (fstat(pfd, &st) < 0) {
+		err = -errno;
+		close(pfd);
+		return err;
+	}
+	*np = node_enter(parent, name, pfd, &st, e, &err);
+	return err;
+}
+
+int node_refresh(struct node *n)
+{
+	struct node *parent;
+	struct stat st, nst;
+	char *name = NULL;
+	int pfd, pdfd, old = -1, ret = 0;
+
+	if (n->type != S_IFREG || n == &root)
+		return 0;
+	pthread_rwlock_wrlock(&n->fdmu);
+	if (fstat(n->fd, &st) < 0 || st.st_nlink > 0)
+		goto out;
+	pthread_mutex_lock(&table_mu);
+	parent = n->parent;
+	if (n->name && parent) {
+		name = strdup(n->name);
+		parent->refs++;
+	}
+	pthread_mutex_unlock(&table_mu);
+	if (name == NULL)
+		goto out; /* removed through the mount: open-unlinked */
+	pdfd = node_fd_get(parent);
+	pfd = openat(pdfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	node_fd_put(parent);
+	node_put(parent);
+	if (pfd < 0) {
+		if (errno == EMFILE || errno == ENFILE) {
+			fd_budget_exhausted();
+			ret = -errno;
+		}
+		goto out;
+	}
+	/* Only a regular file takes its place; anything else at the name
+	 * (a symlink, a directory) leaves the node as it is. */
+	if (fstat(pfd, &nst) < 0 || !S_ISREG(nst.st_mode)) {
+		close(pfd);
+		goto out;
+	}
+	pthread_mutex_lock(&table_mu);
+	if (find_ino(nst.st_dev, nst.st_ino) != NULL) {
+		pthread_mutex_unlock(&table_mu);
+		close(pfd);
+		goto out;
+	}
+	unlink_chain(&by_ino[ino_hash(n->dev, n->ino)], n, CHAIN_OFF(next));
+	n->dev = nst.st_dev;
+	n->ino = nst.st_ino;
+	n->next = by_ino[ino_hash(n->dev, n->ino)];
+	by_ino[ino_hash(n->dev, n->ino)] = n;
+	if (!n->rebound && n->shown_ino != (uint64_t)nst.st_ino) {
+		n->rebound = true;
+		n->shown_next = by_shown[shown_hash(n->shown_ino)];
+		by_shown[shown_hash(n->shown_ino)] = n;
+	}
+	old = n->fd;
+	n->fd = pfd;
+	pthread_mutex_unlock(&table_mu);
+	ret = 1;
+out:
+	pthread_rwlock_unlock(&n->fdmu);
+	if (old >= 0)
+		close(old);
+	free(name);
+	return ret;
+}
+
+int node_stat(struct node *n, struct stat *st)
+{
+	int fd, ret = 0;
+
+	for (int tries = 0; tries < 2; tries++) {
+		fd = node_fd_get(n);
+		if (fstatat(fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) <
+		    0)
+			ret = -errno;
+		node_fd_put(n);
+		if (ret < 0)
+			return ret;
+		if (!S_ISREG(st->st_mode) || st->st_nlink > 0 ||
+		    node_refresh(n) <= 0)
+			break;
+	}
+	st->st_ino = (ino_t)n->shown_ino;
+	if (S_ISREG(st->st_mode))
+		st->st_size = (off_t)rkfs_file_stat_size((uint64_t)st->st_size);
+	return 0;
+}
+
+uint64_t node_shown_ino(dev_t dev, ino_t ino)
+{
+	struct node *n;
+	uint64_t shown = ino;
+
+	pthread_mutex_lock(&table_mu);
+	n = find_ino(dev, ino);
+	if (n)
+		shown = n->shown_ino;
+	pthread_mutex_unlock(&table_mu);
+	return shown;
+}
+
+void node_removed(struct node *parent, const char *name,
+		  const struct stat *st)
+{
+	struct node *n;
+
+	pthread_mutex_lock(&table_mu);
+	n = find_ino(st->st_dev, st->st_ino);
+	if (n && n->parent == parent && n->name && strcmp(n->name, name) == 0)
+		clear_name_locked(n);
+	pthread_mutex_unlock(&table_mu);
+}
+
+void node_moved(struct node *from, const char *name, struct node *to,
+		const char *newname, const struct stat *st)
+{
+	struct node *n;
+
+	pthread_mutex_lock(&table_mu);
+	n = find_ino(st->st_dev, st->st_ino);
+	if (n && n->parent == from && n->name && strcmp(n->name, name) == 0)
+		(void)set_name_locked(n, to, newname);
+	pthread_mutex_unlock(&table_mu);
+}
+
+char *node_path(struct node *n)
+{
+	const char *parts[256];
+	size_t count = 0, len = 0;
+	char *out, *p;
+
+	pthread_mutex_lock(&table_mu);
+	for (struct node *c = n; c && c != &root && count < 256;
+	     c = c->parent) {
+		if (c->name == NULL) {
+			pthread_mutex_unlock(&table_mu);
+			return NULL;
+		}
+		parts[count++] = c->name;
+		len += strlen(c->name) + 1;
+	}
+	out = malloc(len + 2);
+	if (out) {
+		p = out;
+		for (size_t i = count; i-- > 0;) {
+			size_t l = strlen(parts[i]);
+
+			memcpy(p, parts[i], l);
+			p += l;
+			*p++ = i ? '/' : '\0';
+		}
+		if (count == 0)
+			strcpy(out, ".");
+	}
+	pthread_mutex_unlock(&table_mu);
+	return out;
+}
+
+/* ---- directory locks ---- */
+
+int dir_lock(struct node *d)
+{
+	int ret = 0, fd;
+
+	if (d->type != S_IFDIR)
+		return -ENOTDIR;
+	pthread_mutex_lock(&d->dmu);
+	if (d->dfd < 0) {
+		fd = node_fd_get(d);
+		d->dfd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		node_fd_put(d);
+		if (d->dfd < 0) {
+			ret = -errno;
+			if (ret == -EMFILE || ret == -ENFILE)
+				fd_budget_exhausted();
+		}
+	}
+	if (ret == 0 && d->dlocks == 0)
+		ret = rkfs_flock_retry(d->dfd, LOCK_SH);
+	if (ret == 0)
+		d->dlocks++;
+	pthread_mutex_unlock(&d->dmu);
+	return ret < 0 ? ret : d->dfd;
+}
+
+void dir_unlock(struct node *d)
+{
+	pthread_mutex_lock(&d->dmu);
+	if (d->dlocks > 0 && --d->dlocks == 0)
+		(void)flock(d->dfd, LOCK_UN);
+	pthread_mutex_unlock(&d->dmu);
+}
+
+struct node *parent_lock(struct node *n)
+{
+	for (int tries = 0; tries < 8; tries++) {
+		struct node *p;
+		bool same;
+
+		pthread_mutex_lock(&table_mu);
+		p = n->parent;
+		if (p)
+			p->refs++;
+		pthread_mutex_unlock(&table_mu);
+		if (p == NULL)
+			return NULL;
+		if (dir_lock(p) < 0) {
+			node_put(p);
+			return NULL;
+		}
+		/* Renamed meanwhile?  Then lock where it is now. */
+		pthread_mutex_lock(&table_mu);
+		same = n->parent == p;
+		pthread_mutex_unlock(&table_mu);
+		if (same)
+			return p;
+		dir_unlock(p);
+		node_put(p);
+	}
+	return NULL;
+}
+
+void parent_unlock(struct node *p)
+{
+	if (p) {
+		dir_unlock(p);
+		node_put(p);
+	}
+}
+
+/*
+ * Files a rekey replaced stay pinned by their nodes' fds (their space is
+ * not freed) until the node is looked at again or forgotten.  A listing
+ * of a large tree followed by a full rekey would pin every old file, so
+ * the reload thread calls this now and then: it rebinds every such node.
+ * Holds the table lock only while it gathers a batch.
+ */
+void rkfs_nodes_sweep(void)
+{
+	struct node *batch[512];
+	size_t b = 0, count;
+
+	while (b < NODE_BUCKETS) {
+		count = 0;
+		pthread_mutex_lock(&table_mu);
+		for (; b < NODE_BUCKETS && count < 512 - 64; b++) {
+			for (struct node *n = by_ino[b];
+			     n && count < 512; n = n->next) {
+				if (n->type == S_IFREG && n->name) {
+					n->refs++;
+					batch[count++] = n;
+				}
+			}
+		}
+		pthread_mutex_unlock(&table_mu);
+		for (size_t i = 0; i < count; i++) {
+			if (pinned_unlinked(batch[i]))
+				(void)node_refresh(batch[i]);
+			node_put(batch[i]);
+		}
+	}
+}
