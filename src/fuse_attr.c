@@ -249,8 +249,7 @@ static int setattr_meta(fuse_req_t req, struct node *n, struct fhandle *h,
 
 		if (drop)
 			ret = chmod_fd(fd, st.st_mode & 07777 & ~drop);
-		else if (!(st.st_mode & (S_ISUID | S_ISGID)) &&
-			 fchownat(fd, "", (uid_t)-1, (gid_t)-1,
+		else if (fchownat(fd, "", (uid_t)-1, (gid_t)-1,
 				  AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
 			ret = -errno;
 	}

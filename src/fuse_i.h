@@ -264,7 +264,6 @@ struct fhandle {
 	uint64_t ra_until; /* backing read ahead up to here */
 	uint64_t wb_end;   /* end of the last write (backing offset) */
 	uint64_t wb_from;  /* writeback not yet started from here */
-	bool atime_done;   /* this handle's first read marked atime */
 };
 
 static inline struct fhandle *fhandle_of(const struct fuse_file_info *fi)

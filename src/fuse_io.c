@@ -26,7 +26,6 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <syslog.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "rekeyfs/error.h"
@@ -408,11 +407,13 @@ static int open_backing(struct node *n, int flags, int *fdp)
 			return ret;
 		nfd = node_fd_get(n);
 		proc_fd_path(proc, sizeof(proc), nfd);
-		/* The daemon's own reads (read-modify-write of blocks) must
-		 * not move the file's atime: O_NOATIME, where allowed. */
+		/* A writer's read-modify-write of blocks must not move the
+		 * file's atime: O_NOATIME on read-write fds, where allowed.
+		 * Reads through a read-only fd mark atime as the backing
+		 * filesystem does (relatime), without touching ctime. */
 		fd = open(proc, /* a /proc/self/fd link: the node's inode */
 			  backing_flags(flags) | O_CLOEXEC | O_NONBLOCK |
-			      O_NOATIME);
+			      (backing_flags(flags) & O_RDWR ? O_NOATIME : 0));
 		if (fd < 0 && errno == EPERM) /* not the owner, not root */
 			fd = open(proc, /* a /proc/self/fd link, as above */
 				  backing_flags(flags) | O_CLOEXEC | O_NONBLOCK);
@@ -591,33 +592,6 @@ out_unlock:
 	}
 }
 
-/*
- * Backing files are opened with O_NOATIME, so that the daemon's own reads
- * (a block read back before it is rewritten) do not count as access.  A
- * caller's read marks atime as relatime would: once per handle, when the
- * atime is older than the mtime or ctime or than a day.
- */
-static void mark_access(struct fhandle *h)
-{
-	static const struct timespec now[2] = {{0, UTIME_NOW},
-					       {0, UTIME_OMIT}};
-	struct timespec t;
-	struct stat st;
-
-	if (__atomic_exchange_n(&h->atime_done, true, __ATOMIC_RELAXED))
-		return;
-	if (fstat(h->fd, &st) < 0 || clock_gettime(CLOCK_REALTIME, &t) < 0)
-		return;
-	if (st.st_atim.tv_sec < st.st_mtim.tv_sec ||
-	    (st.st_atim.tv_sec == st.st_mtim.tv_sec &&
-	     st.st_atim.tv_nsec <= st.st_mtim.tv_nsec) ||
-	    st.st_atim.tv_sec < st.st_ctim.tv_sec ||
-	    (st.st_atim.tv_sec == st.st_ctim.tv_sec &&
-	     st.st_atim.tv_nsec <= st.st_ctim.tv_nsec) ||
-	    t.tv_sec - st.st_atim.tv_sec >= 24 * 3600)
-		(void)futimens(h->fd, now);
-}
-
 void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	     struct fuse_file_info *fi)
 {
@@ -658,7 +632,6 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_err(req, (int)-r);
 	} else {
 		fuse_reply_buf(req, buf, (size_t)r);
-		mark_access(h);
 	}
 	free(buf);
 }
