@@ -1591,9 +1591,12 @@ static enum replay replay_record(struct ctx *c, const char *name, bool force,
 
 		if (it == NULL)
 			goto out; /* the file was removed: nothing to finish */
-		msg = xasprintf("the recorded path no longer leads to the "
-				"file (inode %" PRIu64 ", now at %s)",
-				in->ino, it->path);
+		msg = xasprintf("the recorded path %s no longer leads to "
+				"the file (inode %" PRIu64 ", now at %s)",
+				in->target, in->ino, it->path);
+		/* by hand, through the path that is known to be safe */
+		free(in->target);
+		in->target = strdup(it->path);
 		*why = by_hand(msg ? msg : "the file moved", name, in);
 		res = RP_REFUSED;
 		goto out;

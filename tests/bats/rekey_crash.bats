@@ -217,7 +217,9 @@ stage_inplace() {
 			"$(head -c 32 "$BACK/sub/a" | xxd -p | tr -d '\n')" \
 			"$(hex sub/a)" "$(hex "sub/$tmp")" >"$BACK/$tmp.intent"
 	else
-		"$MKINTENT" "$KR" "$BACK" sub/a "sub/$tmp" >"$BACK/$tmp.intent"
+		${STAGE_HOOK:-true}
+		"$MKINTENT" "$KR" "$BACK" "${INTENT_TARGET:-sub/a}" "sub/$tmp" \
+			>"$BACK/$tmp.intent"
 	fi
 	chmod 600 "$BACK/$tmp.intent"
 	cp "$BACK/sub/a" "$RK_TMP/old_a"
@@ -308,6 +310,52 @@ check_finished() {
 	check_finished
 }
 
+# not_replayed: sub/a is still the half copy, record and temp are kept.
+not_replayed() {
+	cmp "$BACK/sub/a" "$RK_TMP/half"
+	[ -e "$BACK/.rekeyfs-tmp.00000000cafef00d.intent" ]
+	[ -e "$BACK/sub/.rekeyfs-tmp.00000000cafef00d" ]
+}
+
+@test "rekey crash: an intent record with a bad MAC is refused by the tool and by a mount" {
+	stage_inplace
+	cp "$BACK/sub/a" "$RK_TMP/half"
+	local rec=$BACK/.rekeyfs-tmp.00000000cafef00d.intent
+	# one bit of the MAC flipped
+	python3 - "$rec" <<'PY'
+import sys
+p = sys.argv[1]
+t = open(p).read()
+i = t.index('\nmac ') + 5
+t = t[:i] + ('1' if t[i] == '0' else '0') + t[i + 1:]
+open(p, 'w').write(t)
+PY
+	run "$REKEYFS_REKEY" --verify --keyring "$KR" --json -q "$BACK"
+	echo "$output"
+	[ "$status" -eq 1 ]
+	[ "$(echo "$output" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["resumed"])')" = 0 ]
+	echo "$output" | grep -q 'intent record does not authenticate.*not replayed.*finish by hand'
+	not_replayed
+	rk_mount
+	grep -q 'intent record does not authenticate' "$LOG"
+	! cat "$MNT/b" >/dev/null 2>&1 || false
+	not_replayed
+}
+
+@test "rekey crash: an intent record whose path has a symlinked component is refused" {
+	STAGE_HOOK="ln -s sub $BACK/link" INTENT_TARGET=link/a stage_inplace
+	cp "$BACK/sub/a" "$RK_TMP/half"
+	run "$REKEYFS_REKEY" --verify --keyring "$KR" --json -q "$BACK"
+	echo "$output"
+	[ "$status" -eq 1 ]
+	[ "$(echo "$output" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["resumed"])')" = 0 ]
+	echo "$output" | grep -Eq "the recorded path link/a no longer leads to the file.*now at (b|sub/a)\).*cp --sparse=always 'sub/.rekeyfs-tmp.00000000cafef00d' '(b|sub/a)'"
+	not_replayed
+	rk_mount
+	! cat "$MNT/sub/a" >/dev/null 2>&1 || false
+	not_replayed
+}
+
 @test "rekey crash: a mount finishes an interrupted in-place copy when it next reads the file" {
 	stage_inplace
 	# the record turns up only once the mount is up (as when a rekey run
@@ -380,5 +428,67 @@ check_finished() {
 	[ "$(rk_header_gen "$BACK/d/big")" = "$gen" ]
 	[ "$(rk_header_gen "$BACK/d/small")" = "$gen" ]
 	[ -z "$(find "$BACK" -name '.rekeyfs-tmp*')" ]
+	[ "$(sums)" = "$want" ]
+}
+
+# kill_in_copy: start a rekey run to generation GEN on the unmounted tree
+# and SIGKILL it once the in-place copy of d/big has begun.  Returns 1 if
+# the run ended before.
+kill_in_copy() {
+	"$REKEYFS_REKEY" --keyring "$KR" --jobs 1 -q "$BACK" >/dev/null 2>&1 &
+	local pid=$! n=$((SECONDS + 60)) rec= tmp=
+	while [ "$SECONDS" -lt "$n" ] && kill -0 "$pid" 2>/dev/null; do
+		rec=$(compgen -G "$BACK/.rekeyfs-tmp.*.intent" | head -n 1) || true
+		[ -n "$rec" ] && break
+	done
+	[ -n "$rec" ] && tmp=$(sed -n 's/^temp //p' "$rec" | xxd -r -p)
+	while [ -n "$tmp" ] && [ "$SECONDS" -lt "$n" ] &&
+		kill -0 "$pid" 2>/dev/null &&
+		! cmp -s -n 32 "$BACK/d/big" "$BACK/$tmp"; do
+		:
+	done
+	local rc=1
+	[ -n "$tmp" ] && kill -9 "$pid" 2>/dev/null && rc=0
+	wait "$pid" || true
+	return "$rc"
+}
+
+@test "rekey crash: after SIGKILL in an in-place copy the next run, or a fresh mount, finishes it" {
+	rk_keyring "$KR" "" 1
+	rk_mount
+	mkdir "$MNT/d"
+	head -c $((64 * 1024 * 1024 + 3)) /dev/urandom >"$MNT/d/big"
+	ln "$MNT/d/big" "$MNT/big2"
+	local want ino
+	want=$(sums)
+	ino=$(stat -c %i "$BACK/d/big")
+	rk_add_gen 2
+	rk_add_gen 3
+	rk_unmount
+
+	# the next run: signed with generation 3, replayed by the tool
+	sed -i 's/^\[keyring\]$/[keyring]\nprimary = 2/' "$KR"
+	kill_in_copy || skip "the run finished before the kill"
+	[ -n "$(compgen -G "$BACK/.rekeyfs-tmp.*.intent")" ]
+	run "$REKEYFS_REKEY" --keyring "$KR" --json -q "$BACK"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[ "$(rk_header_gen "$BACK/big2")" = 2 ]
+	[ -z "$(find "$BACK" -name '.rekeyfs-tmp*')" ]
+
+	# a fresh mount, no tool in between
+	sed -i 's/^primary = 2$/primary = 3/' "$KR"
+	kill_in_copy || skip "the run finished before the kill"
+	[ -n "$(compgen -G "$BACK/.rekeyfs-tmp.*.intent")" ]
+	rk_mount
+	[ "$(sums)" = "$want" ]
+	[ -z "$(find "$BACK" -name '.rekeyfs-tmp*.intent')" ]
+	[ "$(stat -c %i "$BACK/big2")" = "$ino" ]
+	[ "$(stat -c %h "$BACK/d/big")" = 2 ]
+	rk_unmount
+	run "$REKEYFS_REKEY" --keyring "$KR" -q "$BACK"
+	[ "$status" -eq 0 ]
+	[ "$(rk_header_gen "$BACK/big2")" = 3 ]
+	rk_mount
 	[ "$(sums)" = "$want" ]
 }
