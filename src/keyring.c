@@ -529,53 +529,18 @@ static int load_key_file(unsigned char *key, const struct rkfs_generation *g,
 			 struct rkfs_error *err)
 {
 	char *path = resolve_path(base_dir, g->key_file);
-	char *text = NULL;
+	char *text = NULL, pfx[512];
 	size_t len;
-	struct stat st;
-	int fd = -1, ret;
+	int ret;
 
 	if (path == NULL)
 		return -ENOMEM;
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
-	if (fd < 0) {
-		ret = rkfs_error_set(err, -errno,
-				     "%s:%u: generation %" PRIu32
-				     ": key_file %s: %s",
-				     name, g->line, g->number, path,
-				     errno == ELOOP ?
-					     "is a symbolic link; name the "
-					     "key file itself" :
-					     strerror(errno));
+	snprintf(pfx, sizeof(pfx), "%s:%u: generation %" PRIu32 ": ", name,
+		 g->line, g->number);
+	ret = rkfs_secret_read(&text, &len, path, KEY_TEXT_MAX, true,
+			       RKFS_SECRET_PRIVATE, "key_file", pfx, err);
+	if (ret < 0)
 		goto out;
-	}
-	if (fstat(fd, &st) < 0) {
-		ret = -errno;
-		goto out;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		ret = rkfs_error_set(err, -EINVAL,
-				     "%s:%u: generation %" PRIu32
-				     ": key_file %s is not a regular file",
-				     name, g->line, g->number, path);
-		goto out;
-	}
-	if (st.st_uid != geteuid() || (st.st_mode & 077)) {
-		ret = rkfs_error_set(
-			err, -EPERM,
-			"%s:%u: generation %" PRIu32
-			": key_file %s must be owned by uid %u and not "
-			"readable by group or others (chmod 600)",
-			name, g->line, g->number, path, (unsigned)geteuid());
-		goto out;
-	}
-	ret = rkfs_read_small_file(&text, &len, fd, NULL, KEY_TEXT_MAX, true);
-	if (ret < 0) {
-		rkfs_error_set(err, ret,
-			       "%s:%u: generation %" PRIu32
-			       ": key_file %s: %s",
-			       name, g->line, g->number, path, strerror(-ret));
-		goto out;
-	}
 	ret = rkfs_key_decode(key, text, len);
 	if (ret < 0)
 		rkfs_error_set(err, -EINVAL,
@@ -586,8 +551,6 @@ static int load_key_file(unsigned char *key, const struct rkfs_generation *g,
 out:
 	if (text)
 		sodium_free(text);
-	if (fd >= 0)
-		close(fd);
 	free(path);
 	return ret;
 }
@@ -624,6 +587,43 @@ static bool reap_or_kill(pid_t pid, int *status, const struct timespec *start,
 	return true;
 }
 
+/*
+ * The environment of a key or passphrase command: PATH, HOME and LANG of
+ * ours and nothing else, so that nothing the caller's environment holds
+ * (LD_PRELOAD, IFS, ENV, BASH_ENV, secrets of other programs) reaches it.
+ * Built before fork(): the child may only make async-signal-safe calls.
+ */
+#define SAFE_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+static void env_free(char **envp)
+{
+	for (size_t i = 0; envp[i]; i++)
+		free(envp[i]);
+}
+
+static int env_build(char **envp, size_t n)
+{
+	static const char *const keep[] = { "PATH", "HOME", "LANG" };
+	size_t used = 0;
+
+	memset(envp, 0, n * sizeof(*envp));
+	for (size_t i = 0; i < sizeof(keep) / sizeof(keep[0]); i++) {
+		const char *v = getenv(keep[i]);
+
+		if (v == NULL && strcmp(keep[i], "PATH") == 0)
+			v = SAFE_PATH;
+		if (v == NULL)
+			continue;
+		if (asprintf(&envp[used], "%s=%s", keep[i], v) < 0) {
+			envp[used] = NULL;
+			env_free(envp);
+			return -ENOMEM;
+		}
+		used++;
+	}
+	return 0;
+}
+
 int rkfs_run_secret_command(char *out, size_t size, size_t *used,
 			    const char *cmd, long limit_ms, int *status)
 {
@@ -632,18 +632,25 @@ int rkfs_run_secret_command(char *out, size_t size, size_t *used,
 	struct timespec start;
 	bool timed_out = false, too_long = false;
 	char *argv[] = { (char *)"sh", (char *)"-c", (char *)cmd, NULL };
+	char *envp[4];
 	sigset_t none;
 
 	*used = 0;
 	*status = 0;
-	if (pipe2(pipefd, O_CLOEXEC) < 0)
-		return -errno;
+	if (env_build(envp, 4) < 0)
+		return -ENOMEM;
+	if (pipe2(pipefd, O_CLOEXEC) < 0) {
+		ret = -errno;
+		env_free(envp);
+		return ret;
+	}
 	sigemptyset(&none);
 	pid = fork();
 	if (pid < 0) {
 		ret = -errno;
 		close(pipefd[0]);
 		close(pipefd[1]);
+		env_free(envp);
 		return ret;
 	}
 	if (pid == 0) {
@@ -660,11 +667,14 @@ int rkfs_run_secret_command(char *out, size_t size, size_t *used,
 			_exit(127);
 		closefrom(3);
 		setpgid(0, 0);
+		/* Whatever it writes (a fetched key, a log) is private. */
+		umask(077);
 		signal(SIGPIPE, SIG_DFL);
 		sigprocmask(SIG_SETMASK, &none, NULL);
-		execve("/bin/sh", argv, environ);
+		execve("/bin/sh", argv, envp);
 		_exit(127);
 	}
+	env_free(envp);
 	/* Also here, so that a kill of the group cannot miss the child. */
 	setpgid(pid, pid);
 	close(pipefd[1]);
@@ -1472,25 +1482,24 @@ fail:
 int rkfs_keyring_load(struct rkfs_keyring **out, const char *path,
 		      unsigned flags, struct rkfs_error *err)
 {
-	struct stat st;
 	char *text = NULL, *dir = NULL, *base = NULL;
 	size_t len;
 	int ret;
 
 	*out = NULL;
-	if (stat(path, &st) < 0)
-		return rkfs_error_set(err, -errno, "%s: %s", path,
-				      strerror(errno));
-	if (!(flags & RKFS_KR_NO_MODE_CHECK) && (st.st_mode & 077))
-		return rkfs_error_set(err, -EPERM,
-				      "%s: keyring is readable or writable by "
-				      "group or others (mode %04o); run: chmod "
-				      "600 %s",
-				      path, (unsigned)(st.st_mode & 07777), path);
-	ret = rkfs_read_small_file(&text, &len, AT_FDCWD, path,
-				   KEYRING_MAX_SIZE, true);
-	if (ret < 0)
-		return rkfs_error_set(err, ret, "%s: %s", path, strerror(-ret));
+	if (flags & RKFS_KR_NO_MODE_CHECK) {
+		ret = rkfs_read_small_file(&text, &len, AT_FDCWD, path,
+					   KEYRING_MAX_SIZE, true);
+		if (ret < 0)
+			return rkfs_error_set(err, ret, "%s: %s", path,
+					      strerror(-ret));
+	} else {
+		ret = rkfs_secret_read(&text, &len, path, KEYRING_MAX_SIZE,
+				       true, RKFS_SECRET_PRIVATE, "keyring",
+				       NULL, err);
+		if (ret < 0)
+			return ret;
+	}
 	ret = rkfs_path_split(&dir, &base, path);
 	if (ret < 0)
 		goto out;

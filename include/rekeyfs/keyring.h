@@ -126,7 +126,9 @@ struct rkfs_keyring {
 
 /*
  * Key command limits: the command runs as "/bin/sh -c CMD" with stdin from
- * /dev/null, no inherited descriptors beyond stderr, and must print the key
+ * /dev/null, no inherited descriptors beyond stderr, umask 077 and an
+ * environment of PATH, HOME and LANG only (PATH defaults to a system path
+ * when unset; nothing else is passed on), and must print the key
  * (32 raw bytes or one base64 line) and exit within the generation's
  * key_command_timeout, by default RKFS_KEY_COMMAND_TIMEOUT_MS; then its
  * whole process group is killed.  Output beyond 4 KiB is an error.

@@ -1,0 +1,103 @@
+#!/usr/bin/env bats
+# Whose files are trusted: the keyring, the mount config, passphrase files
+# and key files follow one policy (no symbolic link, a regular file owned
+# by the caller or root, nobody else may write it or its directories), and
+# a tree that used a passphrase-sealed keyring refuses an unsealed one.
+
+load helpers
+
+setup() {
+	rk_setup
+	K=$REKEYFS_KEY
+	export REKEYFS_KDF_OPS=1 REKEYFS_KDF_MEM=8M
+	rk_keyring "$KR" "" 1
+	PW=$RK_TMP/pass
+	printf 'correct horse battery staple\n' > "$PW"
+	chmod 600 "$PW"
+}
+
+teardown() {
+	rk_teardown
+}
+
+# try ARGS...: run rekeyfs in the foreground; it must fail before mounting
+try() {
+	run timeout 10 "$REKEYFS" -f "$@"
+	echo "status $status: $output"
+	! mountpoint -q "$MNT" || false
+}
+
+@test "a 0600 keyring owned by another user is refused by root" {
+	chown 1234 "$KR"
+	run "$K" list --keyring "$KR"
+	echo "$output"
+	[ "$status" -eq 2 ]
+	[[ "$output" == *"keyring $KR must be owned by uid 0"*"owner uid 1234"* ]]
+	try --keyring "$KR" "$BACK" "$MNT"
+	[ "$status" -ne 0 ]
+	[[ "$output" == *"owner uid 1234"* ]]
+	[ ! -e "$BACK/.rekeyfs.conf" ]
+}
+
+@test "a symbolic link to the keyring is refused by the mount" {
+	mv "$KR" "$RK_TMP/real.keyring"
+	ln -s real.keyring "$KR"
+	try --keyring "$KR" "$BACK" "$MNT"
+	[ "$status" -ne 0 ]
+	[[ "$output" == *"symbolic link"* ]]
+}
+
+@test "a keyring in a directory others can write is refused" {
+	mkdir -m 777 "$RK_TMP/open"
+	cp -p "$KR" "$RK_TMP/open/vault.keyring"
+	run "$K" list --keyring "$RK_TMP/open/vault.keyring"
+	[ "$status" -eq 2 ]
+	[[ "$output" == *"directory $RK_TMP/open"*"not writable by group or others"* ]]
+	# a root-owned sticky directory (like /tmp) is fine
+	chmod 1777 "$RK_TMP/open"
+	run "$K" list --keyring "$RK_TMP/open/vault.keyring"
+	[ "$status" -eq 0 ]
+}
+
+@test "the mount config is checked: owner, group/other write, symlink" {
+	printf "[mount]\nkeyring = %s\nbacking = %s\nmountpoint = %s\n" "$KR" "$BACK" "$MNT" > "$RK_TMP/m.conf"
+	chmod 644 "$RK_TMP/m.conf"
+	run "$K" list --config "$RK_TMP/m.conf"
+	[ "$status" -eq 0 ]
+	chmod 664 "$RK_TMP/m.conf"
+	run "$K" list --config "$RK_TMP/m.conf"
+	[ "$status" -eq 2 ]
+	[[ "$output" == *"config $RK_TMP/m.conf must be owned by uid 0 and not writable by group or others"* ]]
+	try --config "$RK_TMP/m.conf"
+	[ "$status" -ne 0 ]
+	[[ "$output" == *"not writable by group or others"* ]]
+	chmod 644 "$RK_TMP/m.conf"
+	chown 1234 "$RK_TMP/m.conf"
+	run "$REKEYFS_REKEY" --status --config "$RK_TMP/m.conf"
+	[ "$status" -eq 2 ]
+	[[ "$output" == *"owner uid 1234"* ]]
+	chown 0 "$RK_TMP/m.conf"
+	ln -s m.conf "$RK_TMP/l.conf"
+	run "$K" list --config "$RK_TMP/l.conf"
+	[ "$status" -eq 2 ]
+	[[ "$output" == *"symbolic link"* ]]
+}
+
+@test "passphrase files: no symlink, no NUL byte, no fifo hang" {
+	"$K" init --passphrase --passphrase-file "$PW" --keyring "$RK_TMP/s.keyring"
+	ln -s pass "$RK_TMP/pass.link"
+	run "$K" list --passphrase-file "$RK_TMP/pass.link" --keyring "$RK_TMP/s.keyring"
+	[ "$status" -eq 2 ]
+	[[ "$output" == *"passphrase file $RK_TMP/pass.link is a symbolic link"* ]]
+	printf 'correct horse\0battery staple\n' > "$RK_TMP/nul"
+	chmod 600 "$RK_TMP/nul"
+	run "$K" list --passphrase-file "$RK_TMP/nul" --keyring "$RK_TMP/s.keyring"
+	[ "$status" -eq 2 ]
+	[[ "$output" == *"passphrase file $RK_TMP/nul holds a NUL byte"* ]]
+	mkfifo -m 600 "$RK_TMP/fifo"
+	run timeout 10 "$K" list --passphrase-file "$RK_TMP/fifo" --keyring "$RK_TMP/s.keyring"
+	[ "$status" -eq 2 ]
+	[[ "$output" == *"not a regular file"* ]]
+	run "$K" list --passphrase-file "$PW" --keyring "$RK_TMP/s.keyring"
+	[ "$status" -eq 0 ]
+}
