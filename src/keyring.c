@@ -170,6 +170,16 @@ int rkfs_keyring_seal(struct rkfs_keyring *kr, const char *pass, size_t len,
 	return 0;
 }
 
+int rkfs_keyring_seal_params(const struct rkfs_keyring *kr,
+			     unsigned long long *ops, size_t *mem)
+{
+	if (!kr->sealed || kr->seal == NULL)
+		return -ENOENT;
+	*ops = kr->seal->ops;
+	*mem = kr->seal->mem;
+	return 0;
+}
+
 void rkfs_keyring_unseal(struct rkfs_keyring *kr)
 {
 	seal_free(kr->seal);
@@ -1696,6 +1706,66 @@ out:
 }
 
 /*
+ * inih has no quoting: a value survives a write and a parse only if it has
+ * no leading or trailing white space, no control characters, does not
+ * start a comment (';' or '#') and holds no inline comment (white space
+ * then ';' or '#'), and its line fits the parser's line limit.
+ */
+static const char *value_problem(const char *key, const char *v)
+{
+	size_t len = strlen(v);
+
+	if (len == 0)
+		return "is empty";
+	if (strlen(key) + 3 + len > INI_MAX_LINE - 2)
+		return "is too long for one keyring line";
+	if (isspace((unsigned char)v[0]) || isspace((unsigned char)v[len - 1]))
+		return "starts or ends with white space";
+	if (v[0] == ';' || v[0] == '#')
+		return "starts with ';' or '#', which begins a comment";
+	for (size_t i = 0; i < len; i++) {
+		if (iscntrl((unsigned char)v[i]))
+			return "holds a control character (such as a newline)";
+		if (i && isspace((unsigned char)v[i - 1]) &&
+		    (v[i] == ';' || v[i] == '#'))
+			return "holds white space followed by ';' or '#', "
+			       "which begins a comment";
+	}
+	return NULL;
+}
+
+int rkfs_keyring_check_values(const struct rkfs_keyring *kr,
+			      struct rkfs_error *err)
+{
+	for (size_t i = 0; i < kr->count; i++) {
+		const struct rkfs_generation *g = &kr->gens[i];
+		const struct {
+			const char *key, *value;
+		} f[] = {
+			{ "created", g->created },
+			{ "key_file", g->key_file },
+			{ "key_command", g->key_command },
+		};
+
+		for (size_t j = 0; j < sizeof(f) / sizeof(f[0]); j++) {
+			const char *why;
+
+			if (f[j].value == NULL)
+				continue;
+			why = value_problem(f[j].key, f[j].value);
+			if (why)
+				return rkfs_error_set(
+					err, -EINVAL,
+					"generation %" PRIu32 ": %s %s; the "
+					"keyring could not be read back "
+					"(INI values have no quoting)",
+					g->number, f[j].key, why);
+		}
+	}
+	return 0;
+}
+
+/*
  * The new keyring gets the owner of the one it replaces before it takes its
  * place, so that root changing a keyring that a user's mount reads does not
  * lock that mount out.
@@ -1720,6 +1790,9 @@ int rkfs_keyring_save(const struct rkfs_keyring *kr, const char *path,
 	size_t len;
 	int ret, dirfd;
 
+	ret = rkfs_keyring_check_values(kr, err);
+	if (ret < 0)
+		return ret;
 	ret = rkfs_keyring_format(&text, &len, kr);
 	if (ret < 0)
 		return rkfs_error_set(err, ret, "%s: cannot format keyring: %s",

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -155,6 +156,7 @@ static int parse_size(size_t *out, const char *s)
 {
 	char *end;
 	unsigned long long v;
+	unsigned shift = 0;
 
 	if (*s < '0' || *s > '9')
 		return -EINVAL;
@@ -165,21 +167,24 @@ static int parse_size(size_t *out, const char *s)
 	switch (*end) {
 	case 'G':
 	case 'g':
-		v <<= 10;
-		/* fall through */
+		shift = 30;
+		end++;
+		break;
 	case 'M':
 	case 'm':
-		v <<= 10;
-		/* fall through */
+		shift = 20;
+		end++;
+		break;
 	case 'K':
 	case 'k':
-		v <<= 10;
+		shift = 10;
 		end++;
 		break;
 	}
-	if (*end || v > SIZE_MAX)
-		return -EINVAL;
-	*out = (size_t)v;
+	/* "16777216T" or "20000000000G" must not wrap to a small number. */
+	if (*end || v > (ULLONG_MAX >> shift) || (v << shift) > SIZE_MAX)
+		return -ERANGE;
+	*out = (size_t)(v << shift);
 	return 0;
 }
 
@@ -409,6 +414,26 @@ static size_t kdf_mem(const struct opts *o)
 	return 0;
 }
 
+/*
+ * Below libsodium's interactive limits a stolen sealed keyring is cheap to
+ * attack by guessing passphrases: allowed (tests, small machines), but said.
+ */
+static void warn_weak_kdf(const struct rkfs_keyring *kr)
+{
+	unsigned long long ops = 0;
+	size_t mem = 0;
+
+	if (rkfs_keyring_seal_params(kr, &ops, &mem) < 0)
+		return;
+	if (ops < crypto_pwhash_OPSLIMIT_INTERACTIVE ||
+	    mem < crypto_pwhash_MEMLIMIT_INTERACTIVE)
+		msg("warning: Argon2id cost kdf_ops = %llu, kdf_mem = %zu is "
+		    "below libsodium's interactive minimum (%llu, %zu); "
+		    "guessing the passphrase of a stolen keyring is cheap",
+		    ops, mem, (unsigned long long)crypto_pwhash_OPSLIMIT_INTERACTIVE,
+		    (size_t)crypto_pwhash_MEMLIMIT_INTERACTIVE);
+}
+
 /* Seal kr under a new passphrase from file/command or the terminal. */
 static int seal_new(struct rkfs_keyring *kr, const struct opts *o,
 		    const char *file, const char *command)
@@ -425,9 +450,12 @@ static int seal_new(struct rkfs_keyring *kr, const struct opts *o,
 		ret = rkfs_keyring_seal(kr, pass, strlen(pass), kdf_ops(o),
 					kdf_mem(o), &err);
 	sodium_free(pass);
-	if (ret < 0)
+	if (ret < 0) {
 		msg("%s", err.msg[0] ? err.msg : strerror(-ret));
-	return ret;
+		return ret;
+	}
+	warn_weak_kdf(kr);
+	return 0;
 }
 
 static int new_inline_gen(struct rkfs_generation *g, uint32_t number)
@@ -1163,7 +1191,7 @@ static int usage_error(const char *fmt, ...)
 static int parse_args(struct opts *o, int argc, char **argv)
 {
 	size_t v;
-	int c;
+	int c, ret;
 
 	while ((c = getopt_long(argc, argv, "hV", long_opts, NULL)) != -1) {
 		switch (c) {
@@ -1211,7 +1239,12 @@ static int parse_args(struct opts *o, int argc, char **argv)
 			o->kdf_ops = v;
 			break;
 		case OPT_KDF_MEM:
-			if (parse_size(&v, optarg) < 0 || v == 0)
+			ret = parse_size(&v, optarg);
+			if (ret == -ERANGE)
+				return usage_error("--kdf-mem: '%s' is too "
+						   "large",
+						   optarg);
+			if (ret < 0 || v == 0)
 				return usage_error("--kdf-mem: '%s' is not a "
 						   "size (BYTES, or with K, M, "
 						   "G)",

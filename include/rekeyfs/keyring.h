@@ -170,6 +170,14 @@ int rkfs_keyring_seal(struct rkfs_keyring *kr, const char *pass, size_t len,
 		      struct rkfs_error *err)
 	__attribute__((warn_unused_result, nonnull(1, 2)));
 
+/*
+ * The Argon2id parameters of a sealed keyring.  Returns 0, or -ENOENT if
+ * kr is not sealed (or not unlocked).
+ */
+int rkfs_keyring_seal_params(const struct rkfs_keyring *kr,
+			     unsigned long long *ops, size_t *mem)
+	__attribute__((warn_unused_result, nonnull));
+
 /* Drop the sealing: the keyring is written with plain inline keys again. */
 void rkfs_keyring_unseal(struct rkfs_keyring *kr) __attribute__((nonnull));
 
@@ -248,9 +256,23 @@ int rkfs_keyring_format(char **text, size_t *len,
 	__attribute__((warn_unused_result, nonnull));
 
 /*
+ * Check that every free-text value (created, key_file, key_command) would
+ * parse back unchanged: inih has no quoting, so a value with leading or
+ * trailing white space, a control character (newline), a leading ';' or
+ * '#', an inline " ;" or " #", or a line too long for the parser is
+ * refused.  Returns 0 or -EINVAL with "generation N: FIELD ..." in err.
+ * rkfs_keyring_save() calls it before writing anything.
+ */
+int rkfs_keyring_check_values(const struct rkfs_keyring *kr,
+			      struct rkfs_error *err)
+	__attribute__((warn_unused_result, nonnull(1)));
+
+/*
  * Atomically write kr to path at mode 0600 (temp, fsync, rename, fsync of
  * the directory).  A keyring that exists keeps its owner and group (when
  * the caller may set them; otherwise the save fails and changes nothing).
+ * A value that would not parse back is refused first (-EINVAL, see
+ * rkfs_keyring_check_values()).
  */
 int rkfs_keyring_save(const struct rkfs_keyring *kr, const char *path,
 		      struct rkfs_error *err)

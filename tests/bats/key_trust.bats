@@ -101,3 +101,41 @@ try() {
 	run "$K" list --passphrase-file "$PW" --keyring "$RK_TMP/s.keyring"
 	[ "$status" -eq 0 ]
 }
+
+@test "a value that would not parse back is refused when written" {
+	"$K" init --keyring "$RK_TMP/v.keyring"
+	cp -p "$RK_TMP/v.keyring" "$RK_TMP/v.before"
+	mkdir "$RK_TMP/we ;ird"
+	"$K" generate > "$RK_TMP/we ;ird/g2.key"
+	chmod 600 "$RK_TMP/we ;ird/g2.key"
+	# a relative key_file is made absolute: the directory has " ;"
+	printf '[generation 2]\nkey_file = g2.key\n' > "$RK_TMP/we ;ird/gen.ini"
+	run "$K" add --from "$RK_TMP/we ;ird/gen.ini" --keyring "$RK_TMP/v.keyring"
+	echo "$output"
+	[ "$status" -eq 2 ]
+	[[ "$output" == *"generation 2: key_file holds white space followed by ';' or '#'"* ]]
+	cmp "$RK_TMP/v.keyring" "$RK_TMP/v.before"
+	# '#' is not a comment inside a snippet value for inih, but would be
+	# for other readers: refused as well
+	printf '[generation 2]\ncreated = today #1\nkey_command = %s generate\n' "$K" > "$RK_TMP/gen.ini"
+	run "$K" add --from "$RK_TMP/gen.ini" --keyring "$RK_TMP/v.keyring"
+	[ "$status" -eq 2 ]
+	[[ "$output" == *"generation 2: created holds white space followed by"* ]]
+	cmp "$RK_TMP/v.keyring" "$RK_TMP/v.before"
+	# the keyring still loads
+	run "$K" list --keyring "$RK_TMP/v.keyring"
+	[ "$status" -eq 0 ]
+}
+
+@test "--kdf-mem overflow is refused; weak Argon2id parameters warn" {
+	run "$K" init --passphrase --passphrase-file "$PW" --kdf-mem 17179869184G --keyring "$RK_TMP/s.keyring"
+	[ "$status" -eq 2 ]
+	[[ "$output" == *"--kdf-mem: '17179869184G' is too large"* ]]
+	[ ! -e "$RK_TMP/s.keyring" ]
+	run "$K" init --passphrase --passphrase-file "$PW" --kdf-ops 1 --kdf-mem 8M --keyring "$RK_TMP/s.keyring"
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"warning: Argon2id cost kdf_ops = 1, kdf_mem = 8388608 is below libsodium's interactive minimum"* ]]
+	run "$K" init --passphrase --passphrase-file "$PW" --kdf-ops 2 --kdf-mem 64M --keyring "$RK_TMP/s2.keyring"
+	[ "$status" -eq 0 ]
+	[[ "$output" != *"warning"* ]]
+}

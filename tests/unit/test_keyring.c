@@ -689,6 +689,46 @@ static void test_secret_policy(void)
 	rkfs_keyring_free(a);
 }
 
+/* Values without a safe INI spelling are refused before anything is written. */
+static void test_value_quoting(void)
+{
+	static const char *const bad[] = {
+		"a ;b", "a #b", ";a", "#a", " a", "a ", "a\nprimary = 9",
+		"a\tb\t", "",
+	};
+	struct rkfs_keyring *kr;
+	struct rkfs_error err = {0};
+	char path[128], longv[300];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "%s/q.keyring", tmpdir);
+	SETUP(parse(&kr, "[generation 1]\nkey = " K0 "\n", 0, &err) == 0);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		free(kr->gens[0].created);
+		kr->gens[0].created = strdup(bad[i]);
+		memset(&err, 0, sizeof(err));
+		CHECK_EQ(rkfs_keyring_save(kr, path, &err), -EINVAL);
+		CHECK(strstr(err.msg, "generation 1: created") != NULL);
+		CHECK(stat(path, &st) < 0);
+	}
+	memset(longv, 'x', sizeof(longv) - 1);
+	longv[sizeof(longv) - 1] = '\0';
+	free(kr->gens[0].created);
+	kr->gens[0].created = strdup(longv);
+	CHECK_EQ(rkfs_keyring_save(kr, path, &err), -EINVAL);
+	/* Inner ';', '#' and '=' are fine, and round-trip. */
+	free(kr->gens[0].created);
+	kr->gens[0].created = strdup("a;b#c=d");
+	CHECK_EQ(rkfs_keyring_save(kr, path, &err), 0);
+	rkfs_keyring_free(kr);
+	CHECK_EQ(rkfs_keyring_load(&kr, path, 0, &err), 0);
+	if (kr) {
+		CHECK(strcmp(kr->gens[0].created, "a;b#c=d") == 0);
+		rkfs_keyring_free(kr);
+	}
+	unlink(path);
+}
+
 static void test_key_codec(void)
 {
 	unsigned char k[RKFS_KEY_LEN], k2[RKFS_KEY_LEN];
@@ -721,6 +761,7 @@ int main(void)
 	test_files();
 	test_key_command();
 	test_secret_policy();
+	test_value_quoting();
 	rmdir(tmpdir);
 	return check_report("test_keyring");
 }
