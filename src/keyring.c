@@ -11,6 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -381,6 +384,82 @@ static int seal_unlock(struct rkfs_seal *s, const char *name,
 	}
 out:
 	sodium_free(pass);
+	return ret;
+}
+
+int rkfs_protect_process(void)
+{
+	struct rlimit rl = { 0, 0 };
+	int ret = 0;
+
+	if (setrlimit(RLIMIT_CORE, &rl) < 0)
+		ret = -errno;
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0 && ret == 0)
+		ret = -errno;
+	return ret;
+}
+
+/* Pages one sodium_malloc() region of a key occupies (and locks). */
+static size_t lock_need(const struct rkfs_keyring *kr)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	size_t regions = 8; /* seal keys, the seal cache, parser buffers */
+
+	if (kr)
+		regions += kr->count;
+	return regions * page;
+}
+
+int rkfs_keyring_lock_check(const struct rkfs_keyring *kr,
+			    struct rkfs_error *err)
+{
+	size_t need = lock_need(kr);
+	struct rlimit rl = { 0, 0 };
+	void *p;
+	int ret = 0;
+
+	/* A real attempt: root with CAP_IPC_LOCK passes whatever the limit. */
+	p = mmap(NULL, need, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return -ENOMEM;
+	if (mlock(p, need) < 0)
+		ret = -errno;
+	else
+		munlock(p, need);
+	munmap(p, need);
+	if (ret == 0)
+		return 0;
+	getrlimit(RLIMIT_MEMLOCK, &rl);
+	return rkfs_error_set(
+		err, ret,
+		"cannot lock key memory in RAM (%s; RLIMIT_MEMLOCK is %llu "
+		"KiB, about %zu KiB are needed): keys may be written to swap. "
+		"Raise the limit (ulimit -l, or LimitMEMLOCK= in a systemd "
+		"unit) or run as root",
+		strerror(-ret),
+		rl.rlim_cur == RLIM_INFINITY ?
+			0ULL :
+			(unsigned long long)rl.rlim_cur / 1024,
+		need / 1024);
+}
+
+int rkfs_keyring_relock(const struct rkfs_keyring *kr)
+{
+	int ret = 0;
+
+	for (size_t i = 0; i < kr->count; i++)
+		if (kr->gens[i].key &&
+		    sodium_mlock(kr->gens[i].key, RKFS_KEY_LEN) < 0 && !ret)
+			ret = -errno;
+	if (kr->seal && kr->seal->keys &&
+	    sodium_mlock(kr->seal->keys, 2 * RKFS_KEY_LEN) < 0 && !ret)
+		ret = -errno;
+	pthread_mutex_lock(&seal_cache_lock);
+	if (seal_cache.keys &&
+	    sodium_mlock(seal_cache.keys, 2 * RKFS_KEY_LEN) < 0 && !ret)
+		ret = -errno;
+	pthread_mutex_unlock(&seal_cache_lock);
 	return ret;
 }
 

@@ -97,7 +97,15 @@ static const char usage_text[] =
     "  --passphrase-file F  passphrase of a sealed keyring (or the new one "
     "for\n"
     "                       init --passphrase and protect)\n"
-    "  --passphrase-command CMD   same, from a command's stdout\n"
+    "  --passphrase-command CMD   same, from a command's stdout; the "
+    "command line is\n"
+    "                       visible to every user in /proc/PID/cmdline (ps): "
+    "prefer\n"
+    "                       passphrase_command in the --config file\n"
+    "  --allow-unsealed     accept an unsealed keyring although a passphrase "
+    "source\n"
+    "                       is given or --source recorded a sealed one "
+    "(logged)\n"
     "  --new-passphrase-file F, --new-passphrase-command CMD\n"
     "                       protect on a sealed keyring: the new "
     "passphrase\n"
@@ -1296,12 +1304,18 @@ int main(int argc, char **argv)
 	int ret, lock = -1;
 	size_t i;
 
+	/* Before anything can hold a key: no core dumps, no ptrace. */
+	(void)rkfs_protect_process();
 	ret = parse_args(&o, argc, argv);
 	if (ret != EXIT_OK)
 		return ret;
 	if (rkfs_crypt_init() < 0) {
 		msg("cannot initialise libsodium");
 		return EXIT_ERROR;
+	}
+	if (rkfs_keyring_lock_check(NULL, &err) < 0) {
+		msg("warning: %s", err.msg);
+		rkfs_error_clear(&err);
 	}
 	if (strcmp(o.cmd, "generate") == 0)
 		return cmd_generate();

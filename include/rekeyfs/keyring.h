@@ -302,6 +302,34 @@ int rkfs_key_decode(unsigned char *key, const char *text, size_t len)
 void rkfs_key_encode(char *out, size_t size, const unsigned char *key)
 	__attribute__((nonnull));
 
+/*
+ * What every process that holds keys does first: no core dumps
+ * (RLIMIT_CORE 0) and not dumpable (PR_SET_DUMPABLE 0: no core, no
+ * ptrace by other processes of the same user, /proc/PID owned by root).
+ * Returns 0 or the first -errno.
+ */
+int rkfs_protect_process(void);
+
+/*
+ * Can this process lock key memory?  sodium_malloc() quietly carries on
+ * when mlock() fails (RLIMIT_MEMLOCK, often 64 KiB or 8 MiB for users
+ * without CAP_IPC_LOCK), leaving keys swappable.  Tries to lock about as
+ * many pages as kr's keys and the sealing keys take (kr may be NULL).
+ * Returns 0, or -errno with a message for the operator in err (say it
+ * once, at start).
+ */
+int rkfs_keyring_lock_check(const struct rkfs_keyring *kr,
+			    struct rkfs_error *err)
+	__attribute__((warn_unused_result));
+
+/*
+ * Lock kr's secret regions again: generation keys, its sealing keys and
+ * the cache of derived passphrase keys.  mlock() does not survive
+ * fork(), so a daemon calls this after it daemonises.  Returns 0 or the
+ * first -errno (the rest are still tried).
+ */
+int rkfs_keyring_relock(const struct rkfs_keyring *kr) __attribute__((nonnull));
+
 /* Name of a state ("enabled"...). */
 const char *rkfs_gen_state_name(enum rkfs_gen_state s);
 

@@ -139,3 +139,42 @@ try() {
 	[ "$status" -eq 0 ]
 	[[ "$output" != *"warning"* ]]
 }
+
+@test "the tools disable core dumps and are not dumpable" {
+	"$K" init --passphrase --passphrase-file "$PW" --keyring "$RK_TMP/s.keyring"
+	mkdir -m 700 "$RK_TMP/nb"
+	cp "$RK_TMP/s.keyring" "$PW" "$RK_TMP/nb/"
+	chown -R nobody "$RK_TMP/nb"
+	# the passphrase command looks at its parent, the tool
+	local probe="stat -c %u /proc/\$PPID/status > $RK_TMP/nb/owner; grep 'core file' /proc/\$PPID/limits > $RK_TMP/nb/core; cat $RK_TMP/nb/pass"
+	run setpriv --reuid=nobody --regid=nogroup --clear-groups -- \
+		"$K" list --passphrase-command "$probe" --keyring "$RK_TMP/nb/s.keyring"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[ "$(awk '{ print $5, $6 }' "$RK_TMP/nb/core")" = "0 0" ]
+	# not dumpable: /proc/PID/status belongs to root, not to the user
+	[ "$(cat "$RK_TMP/nb/owner")" = 0 ]
+}
+
+@test "a tool that cannot lock key memory says so once" {
+	mkdir -m 700 "$RK_TMP/nb"
+	cp -p "$KR" "$RK_TMP/nb/k.keyring"
+	chown -R nobody "$RK_TMP/nb"
+	run prlimit --memlock=0:0 setpriv --reuid=nobody --regid=nogroup --clear-groups -- \
+		"$K" list --keyring "$RK_TMP/nb/k.keyring"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[ "$(grep -c 'cannot lock key memory' <<<"$output")" -eq 1 ]
+	[[ "$output" == *"RLIMIT_MEMLOCK is 0 KiB"*"ulimit -l"* ]]
+	# root (CAP_IPC_LOCK) is not limited
+	run prlimit --memlock=0:0 "$K" list --keyring "$KR"
+	[ "$status" -eq 0 ]
+	[[ "$output" != *"cannot lock"* ]]
+}
+
+@test "--help of the tools warns that --passphrase-command is visible to all" {
+	run "$K" --help
+	[[ "$output" == *"/proc/PID/cmdline"*"prefer"*"passphrase_command in the --config file"* ]]
+	run "$REKEYFS_REKEY" --help
+	[[ "$output" == *"/proc/PID/cmdline"*"passphrase_command"*"--config file"* ]]
+}
