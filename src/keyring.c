@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <syslog.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -47,6 +48,8 @@ struct rkfs_seal {
 	unsigned char *keys; /* sodium_malloc: K_enc || K_mac */
 };
 
+static bool allow_unsealed;
+static bool require_sealed;
 static rkfs_passphrase_fn passphrase_fn;
 static rkfs_passphrase_ex_fn passphrase_ex_fn;
 static void *passphrase_arg;
@@ -67,6 +70,84 @@ void rkfs_keyring_set_passphrase_source_ex(rkfs_passphrase_ex_fn fn,
 	passphrase_fn = NULL;
 	passphrase_ex_fn = fn;
 	passphrase_arg = arg;
+}
+
+void rkfs_keyring_allow_unsealed(bool allow)
+{
+	allow_unsealed = allow;
+}
+
+void rkfs_keyring_require_sealed(bool require)
+{
+	require_sealed = require;
+}
+
+int rkfs_keyring_check_sealed(const struct rkfs_keyring *kr, bool tree_sealed,
+			      const char *root, struct rkfs_error *err)
+{
+	const char *name = kr->path ? kr->path : "keyring";
+
+	if (kr->sealed || (!tree_sealed && !require_sealed))
+		return 0;
+	if (allow_unsealed) {
+		rkfs_log(LOG_WARNING,
+			 "%s: accepting the unsealed keyring %s although %s "
+			 "(--allow-unsealed)",
+			 root ? root : name, name,
+			 tree_sealed ? "the tree recorded a passphrase-sealed "
+				       "one" :
+				       "a passphrase source was given");
+		return 0;
+	}
+	if (tree_sealed)
+		return rkfs_error_set(
+			err, -EPERM,
+			"%s: refusing the unsealed keyring %s: this tree was "
+			"used with a passphrase-sealed keyring (a replaced "
+			"keyring?); seal it with rekeyfs-key protect, or give "
+			"--allow-unsealed if the change is intended",
+			root ? root : name, name);
+	return rkfs_error_set(err, -EPERM,
+			      "%s: keyring is not sealed with a passphrase, "
+			      "but a passphrase source was given (a replaced "
+			      "keyring?); give --allow-unsealed if this is "
+			      "intended",
+			      name);
+}
+
+int rkfs_keyring_check_downgrade(const struct rkfs_keyring *old,
+				 const struct rkfs_keyring *new,
+				 const uint32_t *in_use, size_t n_in_use,
+				 struct rkfs_error *err)
+{
+	const char *name = new->path ? new->path : "keyring";
+
+	if (old->sealed && !new->sealed)
+		return rkfs_error_set(err, -EPERM,
+				      "%s: refusing an unsealed keyring in "
+				      "place of the passphrase-sealed one this "
+				      "mount loaded",
+				      name);
+	for (size_t i = 0; i < n_in_use; i++) {
+		const struct rkfs_generation *g =
+			rkfs_keyring_find(new, in_use[i]);
+
+		if (g == NULL)
+			return rkfs_error_set(err, -EPERM,
+					      "%s: refusing a keyring without "
+					      "generation %" PRIu32
+					      ", which files open in this "
+					      "mount still use",
+					      name, in_use[i]);
+		if (g->state == RKFS_GEN_DESTROYED)
+			return rkfs_error_set(err, -EPERM,
+					      "%s: refusing a keyring that "
+					      "destroys generation %" PRIu32
+					      ", which files open in this "
+					      "mount still use",
+					      name, in_use[i]);
+	}
+	return 0;
 }
 
 static void seal_free(struct rkfs_seal *s)

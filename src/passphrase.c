@@ -253,5 +253,7 @@ int rkfs_passphrase_setup(const char *file, const char *command,
 	source_file = f;
 	source_command = c;
 	rkfs_keyring_set_passphrase_source_ex(keyring_source, NULL);
+	/* Whoever configures a passphrase expects a sealed keyring. */
+	rkfs_keyring_require_sealed(file || command);
 	return 0;
 }

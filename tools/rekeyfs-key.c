@@ -121,8 +121,9 @@ static const char usage_text[] =
     "  0  done (also when nothing had to change)\n"
     "  1  refused: files still use the generation, the keyring does not fit "
     "the\n"
-    "     tree, the generation is the primary, or destroy without --source/"
-    "--force\n"
+    "     tree, the generation is the primary, destroy without --source/"
+    "--force,\n"
+    "     or an unsealed keyring where a sealed one is expected\n"
     "  2  usage error, or a keyring, snippet, config or passphrase error; "
     "nothing\n"
     "     was changed\n";
@@ -138,7 +139,7 @@ struct opts {
 	const char *new_pass_file, *new_pass_command;
 	unsigned long long kdf_ops;
 	size_t kdf_mem;
-	bool json, force, primary, passphrase;
+	bool json, force, primary, passphrase, allow_unsealed;
 };
 
 static void msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -1024,6 +1025,10 @@ static int cmd_check(struct rkfs_keyring *kr, const struct opts *o)
 	}
 	if (ret < 0)
 		return fail(&err, EXIT_ERROR, strerror(-ret));
+	if (rkfs_keyring_check_sealed(kr, m->sealed, o->source, &err) < 0) {
+		rkfs_meta_free(m);
+		return fail(&err, EXIT_REFUSED, "unsealed keyring refused");
+	}
 	ret = EXIT_OK;
 	for (size_t i = 0; i < m->count; i++) {
 		const struct rkfs_meta_gen *mg = &m->gens[i];
@@ -1159,6 +1164,7 @@ enum {
 	OPT_NEW_PASS_CMD,
 	OPT_KDF_OPS,
 	OPT_KDF_MEM,
+	OPT_ALLOW_UNSEALED,
 };
 
 static const struct option long_opts[] = {
@@ -1176,6 +1182,7 @@ static const struct option long_opts[] = {
     {"new-passphrase-command", required_argument, NULL, OPT_NEW_PASS_CMD},
     {"kdf-ops", required_argument, NULL, OPT_KDF_OPS},
     {"kdf-mem", required_argument, NULL, OPT_KDF_MEM},
+    {"allow-unsealed", no_argument, NULL, OPT_ALLOW_UNSEALED},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},
     {NULL, 0, NULL, 0},
@@ -1258,6 +1265,9 @@ static int parse_args(struct opts *o, int argc, char **argv)
 						   "G)",
 						   optarg);
 			o->kdf_mem = v;
+			break;
+		case OPT_ALLOW_UNSEALED:
+			o->allow_unsealed = true;
 			break;
 		case 'h':
 			fputs(usage_text, stdout);
@@ -1359,6 +1369,7 @@ int main(int argc, char **argv)
 		ret = fail(&err, EXIT_ERROR, "passphrase setup failed");
 		goto out;
 	}
+	rkfs_keyring_allow_unsealed(o.allow_unsealed);
 	if (strcmp(o.cmd, "init") == 0) {
 		ret = cmd_init(&o);
 		goto out;
@@ -1385,6 +1396,10 @@ int main(int argc, char **argv)
 	if (ret == EXIT_OK && commands[i].modifies && !kr->primary_explicit &&
 	    kr->primary)
 		kr->primary_explicit = true;
+	/* protect is how an unsealed keyring gets its passphrase. */
+	if (ret == EXIT_OK && strcmp(o.cmd, "protect") != 0 &&
+	    rkfs_keyring_check_sealed(kr, false, NULL, &err) < 0)
+		ret = fail(&err, EXIT_REFUSED, "unsealed keyring refused");
 	if (ret == EXIT_OK)
 		ret = commands[i].fn(kr, &o);
 out:

@@ -522,6 +522,7 @@ int main(int argc, char **argv)
 		{ "config", required_argument, NULL, 'c' },
 		{ "passphrase-file", required_argument, NULL, 'P' },
 		{ "passphrase-command", required_argument, NULL, 'C' },
+		{ "allow-unsealed", no_argument, NULL, 'U' },
 		{ "jobs", required_argument, NULL, 'j' },
 		{ "wait", required_argument, NULL, 'w' },
 		{ "status", no_argument, NULL, 'S' },
@@ -566,6 +567,9 @@ int main(int argc, char **argv)
 			break;
 		case 'C':
 			pass_command = optarg;
+			break;
+		case 'U':
+			rkfs_keyring_allow_unsealed(true);
 			break;
 		case 'j':
 			o.jobs = (unsigned)parse_num(optarg, "--jobs", 1024);

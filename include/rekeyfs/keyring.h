@@ -181,6 +181,46 @@ int rkfs_keyring_seal_params(const struct rkfs_keyring *kr,
 /* Drop the sealing: the keyring is written with plain inline keys again. */
 void rkfs_keyring_unseal(struct rkfs_keyring *kr) __attribute__((nonnull));
 
+/*
+ * Downgrade protection.  A passphrase-sealed keyring cannot be replaced
+ * by someone without the passphrase; an unsealed one can be written by
+ * anyone who can write the file.  So an unsealed keyring is refused
+ * (-EPERM) where a sealed one is expected:
+ *   - by a process that was given a passphrase source (a file or a
+ *     command: rkfs_passphrase_setup() calls
+ *     rkfs_keyring_require_sealed(true));
+ *   - for a tree that recorded a sealed keyring (see rekeyfs/meta.h;
+ *     rkfs_meta_check() applies this);
+ *   - by a running mount that loaded a sealed keyring
+ *     (rkfs_keyring_check_downgrade(), whatever the flags).
+ * rkfs_keyring_allow_unsealed(true) is the operator's explicit override
+ * (--allow-unsealed) of the first two; each use is logged (LOG_WARNING).
+ */
+void rkfs_keyring_allow_unsealed(bool allow);
+void rkfs_keyring_require_sealed(bool require);
+
+/*
+ * The first two rules for kr (tree_sealed: the tree's record; root names
+ * the tree in messages, may be NULL).  Returns 0 (kr is sealed, nothing
+ * requires it, or the override is set: logged) or -EPERM with a message.
+ */
+int rkfs_keyring_check_sealed(const struct rkfs_keyring *kr, bool tree_sealed,
+			      const char *root, struct rkfs_error *err)
+	__attribute__((warn_unused_result, nonnull(1)));
+
+/*
+ * For a running mount's reload: may new replace old?  in_use lists the
+ * n_in_use generations that files open in this mount still use (may be
+ * NULL when 0).  Returns 0, or -EPERM with a message for the log when old
+ * is sealed and new is not (never overridden), or when new lacks or
+ * destroys a generation in in_use.  The caller keeps old on an error.
+ */
+int rkfs_keyring_check_downgrade(const struct rkfs_keyring *old,
+				 const struct rkfs_keyring *new,
+				 const uint32_t *in_use, size_t n_in_use,
+				 struct rkfs_error *err)
+	__attribute__((warn_unused_result, nonnull(1, 2)));
+
 /* Wipe the cache of derived passphrase keys (see the top of this file). */
 void rkfs_keyring_forget_passphrases(void);
 

@@ -178,3 +178,112 @@ try() {
 	run "$REKEYFS_REKEY" --help
 	[[ "$output" == *"/proc/PID/cmdline"*"passphrase_command"*"--config file"* ]]
 }
+
+wait_log() {
+	local i n=${2:-1}
+	for i in $(seq 1 100); do
+		[ "$(grep -c -- "$1" "$LOG")" -ge "$n" ] && return 0
+		sleep 0.05
+	done
+	echo "log never showed '$1':" >&2
+	cat "$LOG" >&2
+	return 1
+}
+
+# attacker_keyring FILE: what someone who can write the keyring but does
+# not know the passphrase can write: generation 1 destroyed, their own
+# inline key as generation 2, the primary.
+attacker_keyring() {
+	printf '[keyring]\nprimary = 2\n\n[generation 1]\nstate = destroyed\n\n[generation 2]\nstate = enabled\nkey = %s\n' \
+		"$(rk_genkey)" > "$1"
+	chmod 600 "$1"
+}
+
+@test "a tree that used a sealed keyring refuses an unsealed one" {
+	rm "$KR"; "$K" init --passphrase --passphrase-file "$PW" --keyring "$KR" >/dev/null 2>&1
+	rk_mount --passphrase-file "$PW"
+	echo data > "$MNT/a"
+	rk_unmount
+	grep -qx 'keyring = sealed' "$BACK/.rekeyfs.conf"
+	grep -q '^auth = ' "$BACK/.rekeyfs.conf"
+	cp -p "$KR" "$RK_TMP/kr.sealed"
+	attacker_keyring "$KR"
+	# a fresh mount without any passphrase option
+	try --keyring "$KR" "$BACK" "$MNT"
+	[ "$status" -ne 0 ]
+	[[ "$output" == *"refusing the unsealed keyring $KR: this tree was used with a passphrase-sealed keyring"* ]]
+	# the tools
+	run "$REKEYFS_REKEY" --keyring "$KR" "$BACK"
+	echo "$output"
+	[ "$status" -eq 2 ]
+	[[ "$output" == *"refusing the unsealed keyring"* ]]
+	run "$K" check --keyring "$KR" --source "$BACK"
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"refusing the unsealed keyring"* ]]
+	# deleting the record from the tree does not help
+	sed -i '/^keyring = sealed$/d' "$BACK/.rekeyfs.conf"
+	try --keyring "$KR" "$BACK" "$MNT"
+	[ "$status" -ne 0 ]
+	[[ "$output" == *".rekeyfs.conf was edited"* ]]
+	run "$REKEYFS_REKEY" --keyring "$KR" "$BACK"
+	[ "$status" -eq 2 ]
+	[[ "$output" == *".rekeyfs.conf was edited"* ]]
+	# nothing was written under the attacker's key
+	[ "$(rk_header_gen "$BACK/a")" -eq 1 ]
+	# the real keyring still mounts once the record is back
+	printf 'keyring = sealed\n' > "$RK_TMP/line"
+	sed -i "/^id = /r $RK_TMP/line" "$BACK/.rekeyfs.conf"
+	cp -p "$RK_TMP/kr.sealed" "$KR"
+	rk_mount --passphrase-file "$PW"
+	[ "$(cat "$MNT/a")" = data ]
+}
+
+@test "an intended switch to an unsealed keyring needs --allow-unsealed, logged" {
+	rm "$KR"; "$K" init --passphrase --passphrase-file "$PW" --keyring "$KR" >/dev/null 2>&1
+	rk_mount --passphrase-file "$PW"
+	echo data > "$MNT/a"
+	rk_unmount
+	"$K" unprotect --passphrase-file "$PW" --keyring "$KR"
+	run "$REKEYFS_REKEY" --status --keyring "$KR" "$BACK"
+	[ "$status" -eq 2 ]
+	run "$REKEYFS_REKEY" --allow-unsealed --verify --keyring "$KR" "$BACK"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"accepting the unsealed keyring $KR although the tree recorded a passphrase-sealed one (--allow-unsealed)"* ]]
+	run "$K" check --allow-unsealed --keyring "$KR" --source "$BACK"
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"--allow-unsealed"* ]]
+}
+
+@test "a mount or tool given a passphrase source refuses an unsealed keyring" {
+	# KR is unsealed (setup); the tree has never seen a sealed one
+	try --passphrase-file "$PW" --keyring "$KR" "$BACK" "$MNT"
+	[ "$status" -ne 0 ]
+	[[ "$output" == *"keyring is not sealed with a passphrase, but a passphrase source was given"* ]]
+	run "$REKEYFS_REKEY" --passphrase-file "$PW" --keyring "$KR" "$BACK"
+	[ "$status" -eq 2 ]
+	[[ "$output" == *"a passphrase source was given"* ]]
+	run "$K" add --passphrase-file "$PW" --keyring "$KR"
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"a passphrase source was given"* ]]
+	run "$K" add --passphrase-file "$PW" --allow-unsealed --keyring "$KR"
+	[ "$status" -eq 0 ]
+	# protect is how an unsealed keyring gets its passphrase
+	run "$K" protect --passphrase-file "$PW" --keyring "$KR"
+	[ "$status" -eq 0 ]
+	run "$K" list --passphrase-file "$PW" --keyring "$KR"
+	[ "$status" -eq 0 ]
+}
+
+@test "a running mount keeps its sealed keyring when an unsealed one replaces it" {
+	rm "$KR"; "$K" init --passphrase --passphrase-file "$PW" --keyring "$KR" >/dev/null 2>&1
+	rk_mount --passphrase-file "$PW"
+	echo before > "$MNT/a"
+	attacker_keyring "$RK_TMP/evil"
+	mv "$RK_TMP/evil" "$KR"
+	kill -HUP "$(rk_daemon_pid)"
+	wait_log "keeping the old keyring"
+	echo after > "$MNT/b"
+	[ "$(rk_header_gen "$BACK/b")" -eq 1 ]
+	[ "$(cat "$MNT/a")" = before ]
+}
