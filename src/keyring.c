@@ -16,6 +16,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -504,10 +505,11 @@ int rkfs_keyring_lock_check(const struct rkfs_keyring *kr,
 		 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (p == MAP_FAILED)
 		return -ENOMEM;
-	if (mlock(p, need) < 0)
+	/* The system calls themselves: sanitizers turn mlock() into a no-op. */
+	if (syscall(SYS_mlock, p, need) < 0)
 		ret = -errno;
 	else
-		munlock(p, need);
+		syscall(SYS_munlock, p, need);
 	munmap(p, need);
 	if (ret == 0)
 		return 0;

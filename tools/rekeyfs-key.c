@@ -1105,7 +1105,10 @@ static int cmd_unprotect(struct rkfs_keyring *kr, const struct opts *o)
 	rkfs_keyring_unseal(kr);
 	if (save(kr, o->keyring) != EXIT_OK)
 		return EXIT_ERROR;
-	printf("%s: passphrase sealing removed; keep the file at mode 0600\n",
+	printf("%s: passphrase sealing removed; keep the file at mode 0600\n"
+	       "note: a backing tree that recorded the sealed keyring refuses "
+	       "this one unless\n"
+	       "      mounts and tools are given --allow-unsealed\n",
 	       o->keyring);
 	return EXIT_OK;
 }
