@@ -137,10 +137,11 @@ int rkfs_config_load(struct rkfs_config **out, const char *path,
 	int ret, line;
 
 	*out = NULL;
-	ret = rkfs_read_small_file(&text, &len, AT_FDCWD, path, CONFIG_MAX_SIZE,
-				   false);
+	/* It names the keyring and may name a command run as this user. */
+	ret = rkfs_secret_read(&text, &len, path, CONFIG_MAX_SIZE, false, 0,
+			       "config", NULL, err);
 	if (ret < 0)
-		return rkfs_error_set(err, ret, "%s: %s", path, strerror(-ret));
+		return ret;
 	cp.c = calloc(1, sizeof(*cp.c));
 	if (cp.c == NULL || (cp.c->path = strdup(path)) == NULL ||
 	    rkfs_path_split(&dir, &base, path) < 0) {

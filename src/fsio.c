@@ -131,6 +131,147 @@ out:
 	return ret;
 }
 
+/* Owned by us or root, and no one else may write it (see fsio.h). */
+static bool dir_safe(const struct stat *st)
+{
+	if (st->st_uid != geteuid() && st->st_uid != 0)
+		return false;
+	if (!(st->st_mode & 022))
+		return true;
+	return (st->st_mode & S_ISVTX) && st->st_uid == 0;
+}
+
+/* Check the directory holding path and every directory above it. */
+static int check_dirs(const char *path, const char *what, const char *pfx,
+		      struct rkfs_error *err)
+{
+	char *dir = NULL, *base = NULL, *real = NULL;
+	struct stat st;
+	int ret;
+
+	ret = rkfs_path_split(&dir, &base, path);
+	if (ret < 0)
+		return ret;
+	real = realpath(dir, NULL);
+	if (real == NULL) {
+		ret = rkfs_error_set(err, -errno, "%s%s %s: directory %s: %s",
+				     pfx, what, path, dir, strerror(errno));
+		goto out;
+	}
+	for (;;) {
+		char *slash;
+
+		if (stat(real, &st) < 0) {
+			ret = rkfs_error_set(err, -errno,
+					     "%s%s %s: directory %s: %s", pfx,
+					     what, path, real, strerror(errno));
+			goto out;
+		}
+		if (!dir_safe(&st)) {
+			ret = rkfs_error_set(
+				err, -EPERM,
+				"%s%s %s: directory %s (owner uid %u, mode "
+				"%04o) must be owned by uid %u or root and not "
+				"writable by group or others, or another user "
+				"could replace the file",
+				pfx, what, path, real, (unsigned)st.st_uid,
+				(unsigned)(st.st_mode & 07777),
+				(unsigned)geteuid());
+			goto out;
+		}
+		slash = strrchr(real, '/');
+		if (slash == NULL || strcmp(real, "/") == 0)
+			break;
+		if (slash == real)
+			slash[1] = '\0';
+		else
+			*slash = '\0';
+	}
+	ret = 0;
+out:
+	free(real);
+	free(dir);
+	free(base);
+	return ret;
+}
+
+int rkfs_secret_open(const char *path, unsigned flags, const char *what,
+		     const char *msgpfx, struct rkfs_error *err)
+{
+	const char *pfx = msgpfx ? msgpfx : "";
+	mode_t bad = (flags & RKFS_SECRET_PRIVATE) ? 077 : 022;
+	uid_t me = geteuid();
+	struct stat st;
+	int fd, ret;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW |
+				O_NONBLOCK);
+	if (fd < 0) {
+		if (errno == ELOOP)
+			return rkfs_error_set(err, -ELOOP,
+					      "%s%s %s is a symbolic link; name "
+					      "the file itself",
+					      pfx, what, path);
+		return rkfs_error_set(err, -errno, "%s%s %s: %s", pfx, what,
+				      path, strerror(errno));
+	}
+	if (fstat(fd, &st) < 0) {
+		ret = rkfs_error_set(err, -errno, "%s%s %s: %s", pfx, what,
+				     path, strerror(errno));
+		goto fail;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		ret = rkfs_error_set(err, -EINVAL,
+				     "%s%s %s is not a regular file", pfx, what,
+				     path);
+		goto fail;
+	}
+	if ((st.st_uid != me && st.st_uid != 0) || (st.st_mode & bad)) {
+		ret = rkfs_error_set(
+			err, -EPERM,
+			"%s%s %s must be owned by uid %u%s and not %s by group "
+			"or others (owner uid %u, mode %04o; run: chmod %s %s)",
+			pfx, what, path, (unsigned)me, me ? " or root" : "",
+			bad == 077 ? "readable" : "writable",
+			(unsigned)st.st_uid, (unsigned)(st.st_mode & 07777),
+			bad == 077 ? "600" : "go-w", path);
+		goto fail;
+	}
+	ret = check_dirs(path, what, pfx, err);
+	if (ret < 0)
+		goto fail;
+	/* Only the open had to be non-blocking. */
+	if (fcntl(fd, F_SETFL, 0) < 0) {
+		ret = -errno;
+		goto fail;
+	}
+	return fd;
+fail:
+	close(fd);
+	return ret;
+}
+
+int rkfs_secret_read(char **data, size_t *len, const char *path, size_t max,
+		     bool secure, unsigned flags, const char *what,
+		     const char *msgpfx, struct rkfs_error *err)
+{
+	int fd, ret;
+
+	*data = NULL;
+	*len = 0;
+	fd = rkfs_secret_open(path, flags, what, msgpfx, err);
+	if (fd < 0)
+		return fd;
+	ret = rkfs_read_small_file(data, len, fd, NULL, max, secure);
+	close(fd);
+	if (ret < 0)
+		return rkfs_error_set(err, ret, "%s%s %s: %s",
+				      msgpfx ? msgpfx : "", what, path,
+				      ret == -EFBIG ? "file is too large"
+						    : strerror(-ret));
+	return 0;
+}
+
 static int fsync_dir(int dirfd, const char *path)
 {
 	int fd = openat(dirfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);

@@ -11,7 +11,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <syslog.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -44,6 +49,8 @@ struct rkfs_seal {
 	unsigned char *keys; /* sodium_malloc: K_enc || K_mac */
 };
 
+static bool allow_unsealed;
+static bool require_sealed;
 static rkfs_passphrase_fn passphrase_fn;
 static rkfs_passphrase_ex_fn passphrase_ex_fn;
 static void *passphrase_arg;
@@ -64,6 +71,84 @@ void rkfs_keyring_set_passphrase_source_ex(rkfs_passphrase_ex_fn fn,
 	passphrase_fn = NULL;
 	passphrase_ex_fn = fn;
 	passphrase_arg = arg;
+}
+
+void rkfs_keyring_allow_unsealed(bool allow)
+{
+	allow_unsealed = allow;
+}
+
+void rkfs_keyring_require_sealed(bool require)
+{
+	require_sealed = require;
+}
+
+int rkfs_keyring_check_sealed(const struct rkfs_keyring *kr, bool tree_sealed,
+			      const char *root, struct rkfs_error *err)
+{
+	const char *name = kr->path ? kr->path : "keyring";
+
+	if (kr->sealed || (!tree_sealed && !require_sealed))
+		return 0;
+	if (allow_unsealed) {
+		rkfs_log(LOG_WARNING,
+			 "%s: accepting the unsealed keyring %s although %s "
+			 "(--allow-unsealed)",
+			 root ? root : name, name,
+			 tree_sealed ? "the tree recorded a passphrase-sealed "
+				       "one" :
+				       "a passphrase source was given");
+		return 0;
+	}
+	if (tree_sealed)
+		return rkfs_error_set(
+			err, -EPERM,
+			"%s: refusing the unsealed keyring %s: this tree was "
+			"used with a passphrase-sealed keyring (a replaced "
+			"keyring?); seal it with rekeyfs-key protect, or give "
+			"--allow-unsealed if the change is intended",
+			root ? root : name, name);
+	return rkfs_error_set(err, -EPERM,
+			      "%s: keyring is not sealed with a passphrase, "
+			      "but a passphrase source was given (a replaced "
+			      "keyring?); give --allow-unsealed if this is "
+			      "intended",
+			      name);
+}
+
+int rkfs_keyring_check_downgrade(const struct rkfs_keyring *old,
+				 const struct rkfs_keyring *new,
+				 const uint32_t *in_use, size_t n_in_use,
+				 struct rkfs_error *err)
+{
+	const char *name = new->path ? new->path : "keyring";
+
+	if (old->sealed && !new->sealed)
+		return rkfs_error_set(err, -EPERM,
+				      "%s: refusing an unsealed keyring in "
+				      "place of the passphrase-sealed one this "
+				      "mount loaded",
+				      name);
+	for (size_t i = 0; i < n_in_use; i++) {
+		const struct rkfs_generation *g =
+			rkfs_keyring_find(new, in_use[i]);
+
+		if (g == NULL)
+			return rkfs_error_set(err, -EPERM,
+					      "%s: refusing a keyring without "
+					      "generation %" PRIu32
+					      ", which files open in this "
+					      "mount still use",
+					      name, in_use[i]);
+		if (g->state == RKFS_GEN_DESTROYED)
+			return rkfs_error_set(err, -EPERM,
+					      "%s: refusing a keyring that "
+					      "destroys generation %" PRIu32
+					      ", which files open in this "
+					      "mount still use",
+					      name, in_use[i]);
+	}
+	return 0;
 }
 
 static void seal_free(struct rkfs_seal *s)
@@ -167,6 +252,16 @@ int rkfs_keyring_seal(struct rkfs_keyring *kr, const char *pass, size_t len,
 	seal_free(kr->seal);
 	kr->seal = s;
 	kr->sealed = true;
+	return 0;
+}
+
+int rkfs_keyring_seal_params(const struct rkfs_keyring *kr,
+			     unsigned long long *ops, size_t *mem)
+{
+	if (!kr->sealed || kr->seal == NULL)
+		return -ENOENT;
+	*ops = kr->seal->ops;
+	*mem = kr->seal->mem;
 	return 0;
 }
 
@@ -374,6 +469,83 @@ out:
 	return ret;
 }
 
+int rkfs_protect_process(void)
+{
+	struct rlimit rl = { 0, 0 };
+	int ret = 0;
+
+	if (setrlimit(RLIMIT_CORE, &rl) < 0)
+		ret = -errno;
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0 && ret == 0)
+		ret = -errno;
+	return ret;
+}
+
+/* Pages one sodium_malloc() region of a key occupies (and locks). */
+static size_t lock_need(const struct rkfs_keyring *kr)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	size_t regions = 8; /* seal keys, the seal cache, parser buffers */
+
+	if (kr)
+		regions += kr->count;
+	return regions * page;
+}
+
+int rkfs_keyring_lock_check(const struct rkfs_keyring *kr,
+			    struct rkfs_error *err)
+{
+	size_t need = lock_need(kr);
+	struct rlimit rl = { 0, 0 };
+	void *p;
+	int ret = 0;
+
+	/* A real attempt: root with CAP_IPC_LOCK passes whatever the limit. */
+	p = mmap(NULL, need, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return -ENOMEM;
+	/* The system calls themselves: sanitizers turn mlock() into a no-op. */
+	if (syscall(SYS_mlock, p, need) < 0)
+		ret = -errno;
+	else
+		syscall(SYS_munlock, p, need);
+	munmap(p, need);
+	if (ret == 0)
+		return 0;
+	getrlimit(RLIMIT_MEMLOCK, &rl);
+	return rkfs_error_set(
+		err, ret,
+		"cannot lock key memory in RAM (%s; RLIMIT_MEMLOCK is %llu "
+		"KiB, about %zu KiB are needed): keys may be written to swap. "
+		"Raise the limit (ulimit -l, or LimitMEMLOCK= in a systemd "
+		"unit) or run as root",
+		strerror(-ret),
+		rl.rlim_cur == RLIM_INFINITY ?
+			0ULL :
+			(unsigned long long)rl.rlim_cur / 1024,
+		need / 1024);
+}
+
+int rkfs_keyring_relock(const struct rkfs_keyring *kr)
+{
+	int ret = 0;
+
+	for (size_t i = 0; i < kr->count; i++)
+		if (kr->gens[i].key &&
+		    sodium_mlock(kr->gens[i].key, RKFS_KEY_LEN) < 0 && !ret)
+			ret = -errno;
+	if (kr->seal && kr->seal->keys &&
+	    sodium_mlock(kr->seal->keys, 2 * RKFS_KEY_LEN) < 0 && !ret)
+		ret = -errno;
+	pthread_mutex_lock(&seal_cache_lock);
+	if (seal_cache.keys &&
+	    sodium_mlock(seal_cache.keys, 2 * RKFS_KEY_LEN) < 0 && !ret)
+		ret = -errno;
+	pthread_mutex_unlock(&seal_cache_lock);
+	return ret;
+}
+
 const char *rkfs_gen_state_name(enum rkfs_gen_state s)
 {
 	switch (s) {
@@ -529,53 +701,18 @@ static int load_key_file(unsigned char *key, const struct rkfs_generation *g,
 			 struct rkfs_error *err)
 {
 	char *path = resolve_path(base_dir, g->key_file);
-	char *text = NULL;
+	char *text = NULL, pfx[512];
 	size_t len;
-	struct stat st;
-	int fd = -1, ret;
+	int ret;
 
 	if (path == NULL)
 		return -ENOMEM;
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
-	if (fd < 0) {
-		ret = rkfs_error_set(err, -errno,
-				     "%s:%u: generation %" PRIu32
-				     ": key_file %s: %s",
-				     name, g->line, g->number, path,
-				     errno == ELOOP ?
-					     "is a symbolic link; name the "
-					     "key file itself" :
-					     strerror(errno));
+	snprintf(pfx, sizeof(pfx), "%s:%u: generation %" PRIu32 ": ", name,
+		 g->line, g->number);
+	ret = rkfs_secret_read(&text, &len, path, KEY_TEXT_MAX, true,
+			       RKFS_SECRET_PRIVATE, "key_file", pfx, err);
+	if (ret < 0)
 		goto out;
-	}
-	if (fstat(fd, &st) < 0) {
-		ret = -errno;
-		goto out;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		ret = rkfs_error_set(err, -EINVAL,
-				     "%s:%u: generation %" PRIu32
-				     ": key_file %s is not a regular file",
-				     name, g->line, g->number, path);
-		goto out;
-	}
-	if (st.st_uid != geteuid() || (st.st_mode & 077)) {
-		ret = rkfs_error_set(
-			err, -EPERM,
-			"%s:%u: generation %" PRIu32
-			": key_file %s must be owned by uid %u and not "
-			"readable by group or others (chmod 600)",
-			name, g->line, g->number, path, (unsigned)geteuid());
-		goto out;
-	}
-	ret = rkfs_read_small_file(&text, &len, fd, NULL, KEY_TEXT_MAX, true);
-	if (ret < 0) {
-		rkfs_error_set(err, ret,
-			       "%s:%u: generation %" PRIu32
-			       ": key_file %s: %s",
-			       name, g->line, g->number, path, strerror(-ret));
-		goto out;
-	}
 	ret = rkfs_key_decode(key, text, len);
 	if (ret < 0)
 		rkfs_error_set(err, -EINVAL,
@@ -586,8 +723,6 @@ static int load_key_file(unsigned char *key, const struct rkfs_generation *g,
 out:
 	if (text)
 		sodium_free(text);
-	if (fd >= 0)
-		close(fd);
 	free(path);
 	return ret;
 }
@@ -624,6 +759,43 @@ static bool reap_or_kill(pid_t pid, int *status, const struct timespec *start,
 	return true;
 }
 
+/*
+ * The environment of a key or passphrase command: PATH, HOME and LANG of
+ * ours and nothing else, so that nothing the caller's environment holds
+ * (LD_PRELOAD, IFS, ENV, BASH_ENV, secrets of other programs) reaches it.
+ * Built before fork(): the child may only make async-signal-safe calls.
+ */
+#define SAFE_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+static void env_free(char **envp)
+{
+	for (size_t i = 0; envp[i]; i++)
+		free(envp[i]);
+}
+
+static int env_build(char **envp, size_t n)
+{
+	static const char *const keep[] = { "PATH", "HOME", "LANG" };
+	size_t used = 0;
+
+	memset(envp, 0, n * sizeof(*envp));
+	for (size_t i = 0; i < sizeof(keep) / sizeof(keep[0]); i++) {
+		const char *v = getenv(keep[i]);
+
+		if (v == NULL && strcmp(keep[i], "PATH") == 0)
+			v = SAFE_PATH;
+		if (v == NULL)
+			continue;
+		if (asprintf(&envp[used], "%s=%s", keep[i], v) < 0) {
+			envp[used] = NULL;
+			env_free(envp);
+			return -ENOMEM;
+		}
+		used++;
+	}
+	return 0;
+}
+
 int rkfs_run_secret_command(char *out, size_t size, size_t *used,
 			    const char *cmd, long limit_ms, int *status)
 {
@@ -632,18 +804,25 @@ int rkfs_run_secret_command(char *out, size_t size, size_t *used,
 	struct timespec start;
 	bool timed_out = false, too_long = false;
 	char *argv[] = { (char *)"sh", (char *)"-c", (char *)cmd, NULL };
+	char *envp[4];
 	sigset_t none;
 
 	*used = 0;
 	*status = 0;
-	if (pipe2(pipefd, O_CLOEXEC) < 0)
-		return -errno;
+	if (env_build(envp, 4) < 0)
+		return -ENOMEM;
+	if (pipe2(pipefd, O_CLOEXEC) < 0) {
+		ret = -errno;
+		env_free(envp);
+		return ret;
+	}
 	sigemptyset(&none);
 	pid = fork();
 	if (pid < 0) {
 		ret = -errno;
 		close(pipefd[0]);
 		close(pipefd[1]);
+		env_free(envp);
 		return ret;
 	}
 	if (pid == 0) {
@@ -660,11 +839,14 @@ int rkfs_run_secret_command(char *out, size_t size, size_t *used,
 			_exit(127);
 		closefrom(3);
 		setpgid(0, 0);
+		/* Whatever it writes (a fetched key, a log) is private. */
+		umask(077);
 		signal(SIGPIPE, SIG_DFL);
 		sigprocmask(SIG_SETMASK, &none, NULL);
-		execve("/bin/sh", argv, environ);
+		execve("/bin/sh", argv, envp);
 		_exit(127);
 	}
+	env_free(envp);
 	/* Also here, so that a kill of the group cannot miss the child. */
 	setpgid(pid, pid);
 	close(pipefd[1]);
@@ -1472,25 +1654,24 @@ fail:
 int rkfs_keyring_load(struct rkfs_keyring **out, const char *path,
 		      unsigned flags, struct rkfs_error *err)
 {
-	struct stat st;
 	char *text = NULL, *dir = NULL, *base = NULL;
 	size_t len;
 	int ret;
 
 	*out = NULL;
-	if (stat(path, &st) < 0)
-		return rkfs_error_set(err, -errno, "%s: %s", path,
-				      strerror(errno));
-	if (!(flags & RKFS_KR_NO_MODE_CHECK) && (st.st_mode & 077))
-		return rkfs_error_set(err, -EPERM,
-				      "%s: keyring is readable or writable by "
-				      "group or others (mode %04o); run: chmod "
-				      "600 %s",
-				      path, (unsigned)(st.st_mode & 07777), path);
-	ret = rkfs_read_small_file(&text, &len, AT_FDCWD, path,
-				   KEYRING_MAX_SIZE, true);
-	if (ret < 0)
-		return rkfs_error_set(err, ret, "%s: %s", path, strerror(-ret));
+	if (flags & RKFS_KR_NO_MODE_CHECK) {
+		ret = rkfs_read_small_file(&text, &len, AT_FDCWD, path,
+					   KEYRING_MAX_SIZE, true);
+		if (ret < 0)
+			return rkfs_error_set(err, ret, "%s: %s", path,
+					      strerror(-ret));
+	} else {
+		ret = rkfs_secret_read(&text, &len, path, KEYRING_MAX_SIZE,
+				       true, RKFS_SECRET_PRIVATE, "keyring",
+				       NULL, err);
+		if (ret < 0)
+			return ret;
+	}
 	ret = rkfs_path_split(&dir, &base, path);
 	if (ret < 0)
 		goto out;
@@ -1687,6 +1868,66 @@ out:
 }
 
 /*
+ * inih has no quoting: a value survives a write and a parse only if it has
+ * no leading or trailing white space, no control characters, does not
+ * start a comment (';' or '#') and holds no inline comment (white space
+ * then ';' or '#'), and its line fits the parser's line limit.
+ */
+static const char *value_problem(const char *key, const char *v)
+{
+	size_t len = strlen(v);
+
+	if (len == 0)
+		return "is empty";
+	if (strlen(key) + 3 + len > INI_MAX_LINE - 2)
+		return "is too long for one keyring line";
+	if (isspace((unsigned char)v[0]) || isspace((unsigned char)v[len - 1]))
+		return "starts or ends with white space";
+	if (v[0] == ';' || v[0] == '#')
+		return "starts with ';' or '#', which begins a comment";
+	for (size_t i = 0; i < len; i++) {
+		if (iscntrl((unsigned char)v[i]))
+			return "holds a control character (such as a newline)";
+		if (i && isspace((unsigned char)v[i - 1]) &&
+		    (v[i] == ';' || v[i] == '#'))
+			return "holds white space followed by ';' or '#', "
+			       "which begins a comment";
+	}
+	return NULL;
+}
+
+int rkfs_keyring_check_values(const struct rkfs_keyring *kr,
+			      struct rkfs_error *err)
+{
+	for (size_t i = 0; i < kr->count; i++) {
+		const struct rkfs_generation *g = &kr->gens[i];
+		const struct {
+			const char *key, *value;
+		} f[] = {
+			{ "created", g->created },
+			{ "key_file", g->key_file },
+			{ "key_command", g->key_command },
+		};
+
+		for (size_t j = 0; j < sizeof(f) / sizeof(f[0]); j++) {
+			const char *why;
+
+			if (f[j].value == NULL)
+				continue;
+			why = value_problem(f[j].key, f[j].value);
+			if (why)
+				return rkfs_error_set(
+					err, -EINVAL,
+					"generation %" PRIu32 ": %s %s; the "
+					"keyring could not be read back "
+					"(INI values have no quoting)",
+					g->number, f[j].key, why);
+		}
+	}
+	return 0;
+}
+
+/*
  * The new keyring gets the owner of the one it replaces before it takes its
  * place, so that root changing a keyring that a user's mount reads does not
  * lock that mount out.
@@ -1711,6 +1952,9 @@ int rkfs_keyring_save(const struct rkfs_keyring *kr, const char *path,
 	size_t len;
 	int ret, dirfd;
 
+	ret = rkfs_keyring_check_values(kr, err);
+	if (ret < 0)
+		return ret;
 	ret = rkfs_keyring_format(&text, &len, kr);
 	if (ret < 0)
 		return rkfs_error_set(err, ret, "%s: cannot format keyring: %s",

@@ -48,10 +48,41 @@ static int add_gen(struct rkfs_meta *m, uint32_t number, const uint8_t *check)
 		m->gens[pos] = m->gens[pos - 1];
 		pos--;
 	}
+	memset(&m->gens[pos], 0, sizeof(m->gens[pos]));
 	m->gens[pos].number = number;
 	memcpy(m->gens[pos].check, check, RKFS_CHECK_LEN);
 	m->count++;
 	return 0;
+}
+
+/*
+ * auth = BLAKE2b-256(key = crypto_kdf(id 1, "rkfsmeta", K_generation),
+ *                    "rekeyfs meta v1" || tree id || u32 BE number ||
+ *                    check || u8 sealed)
+ * Only a holder of generation N's key can write it, and it covers the
+ * tree's sealed record, so dropping "keyring = sealed" while an auth line
+ * stays is seen by anyone, and a changed auth by a holder of the key.
+ */
+static void meta_auth(uint8_t out[RKFS_META_AUTH_LEN], const struct rkfs_meta *m,
+		      const struct rkfs_meta_gen *mg, const unsigned char *key)
+{
+	static const char tag[] = "rekeyfs meta v1";
+	crypto_generichash_state st;
+	unsigned char sub[crypto_kdf_KEYBYTES];
+	uint8_t num[4], sealed = m->sealed ? 1 : 0;
+
+	crypto_kdf_derive_from_key(sub, sizeof(sub), 1, "rkfsmeta", key);
+	crypto_generichash_init(&st, sub, sizeof(sub), RKFS_META_AUTH_LEN);
+	crypto_generichash_update(&st, (const unsigned char *)tag,
+				  sizeof(tag) - 1);
+	crypto_generichash_update(&st, m->id, sizeof(m->id));
+	rkfs_put_be32(num, mg->number);
+	crypto_generichash_update(&st, num, sizeof(num));
+	crypto_generichash_update(&st, mg->check, sizeof(mg->check));
+	crypto_generichash_update(&st, &sealed, 1);
+	crypto_generichash_final(&st, out, RKFS_META_AUTH_LEN);
+	sodium_memzero(sub, sizeof(sub));
+	sodium_memzero(&st, sizeof(st));
 }
 
 struct meta_parse {
@@ -83,6 +114,12 @@ static int meta_handler(void *user, const char *section, const char *name,
 			mp->have_format = true;
 			return 1;
 		}
+		if (strcmp(name, "keyring") == 0) {
+			if (strcmp(value, "sealed") != 0 || mp->m->sealed)
+				goto bad;
+			mp->m->sealed = true;
+			return 1;
+		}
 		if (strcmp(name, "id") == 0) {
 			if (strlen(value) != 32 ||
 			    sodium_hex2bin(mp->m->id, sizeof(mp->m->id), value,
@@ -93,6 +130,25 @@ static int meta_handler(void *user, const char *section, const char *name,
 			return 1;
 		}
 		goto bad;
+	}
+	if (strncmp(section, "generation ", 11) == 0 &&
+	    strcmp(name, "auth") == 0) {
+		struct rkfs_meta_gen *g;
+		char *end;
+		unsigned long v = strtoul(section + 11, &end, 10);
+
+		/* Written after its generation's check line. */
+		if (*end || v == 0 || v > UINT32_MAX)
+			goto bad;
+		g = (struct rkfs_meta_gen *)rkfs_meta_find(mp->m, (uint32_t)v);
+		if (g == NULL || g->has_auth ||
+		    strlen(value) != 2 * RKFS_META_AUTH_LEN ||
+		    sodium_hex2bin(g->auth, sizeof(g->auth), value,
+				   strlen(value), NULL, &binlen, NULL) != 0 ||
+		    binlen != sizeof(g->auth))
+			goto bad;
+		g->has_auth = true;
+		return 1;
 	}
 	if (strncmp(section, "generation ", 11) == 0 &&
 	    strcmp(name, "check") == 0) {
@@ -182,11 +238,20 @@ static int meta_save(const struct rkfs_meta *m, int rootfd,
 		"# rekeyfs backing-directory metadata. Not secret; do not "
 		"edit.\n[rekeyfs]\nformat = %" PRIu32 "\nid = %s\n",
 		m->format, idhex);
+	if (m->sealed)
+		fprintf(f, "keyring = sealed\n");
 	for (size_t i = 0; i < m->count; i++) {
 		sodium_bin2hex(hex, sizeof(hex), m->gens[i].check,
 			       RKFS_CHECK_LEN);
 		fprintf(f, "\n[generation %" PRIu32 "]\ncheck = %s\n",
 			m->gens[i].number, hex);
+		if (m->gens[i].has_auth) {
+			char ahex[2 * RKFS_META_AUTH_LEN + 1];
+
+			sodium_bin2hex(ahex, sizeof(ahex), m->gens[i].auth,
+				       RKFS_META_AUTH_LEN);
+			fprintf(f, "auth = %s\n", ahex);
+		}
 	}
 	if (fclose(f) != 0) {
 		free(text);
@@ -228,11 +293,15 @@ static int dir_is_empty(int rootfd)
 int rkfs_meta_check(const struct rkfs_meta *m, const struct rkfs_keyring *kr,
 		    const char *root, struct rkfs_error *err)
 {
+	bool any_auth = false;
+	int ret;
+
 	for (size_t i = 0; i < m->count; i++) {
 		const struct rkfs_generation *g =
 			rkfs_keyring_find(kr, m->gens[i].number);
-		uint8_t cv[RKFS_CHECK_LEN];
+		uint8_t cv[RKFS_CHECK_LEN], auth[RKFS_META_AUTH_LEN];
 
+		any_auth |= m->gens[i].has_auth;
 		if (g == NULL || g->key == NULL)
 			continue;
 		rkfs_crypt_check_value(cv, g->key);
@@ -243,8 +312,53 @@ int rkfs_meta_check(const struct rkfs_meta *m, const struct rkfs_keyring *kr,
 				" is not the key that wrote this tree's "
 				"generation-%" PRIu32 " files",
 				root, g->number, g->number);
+		if (!m->gens[i].has_auth)
+			continue;
+		meta_auth(auth, m, &m->gens[i], g->key);
+		if (sodium_memcmp(auth, m->gens[i].auth, sizeof(auth)) != 0)
+			return rkfs_error_set(
+				err, -EBADMSG,
+				"%s: %s was edited: the auth value of "
+				"generation %" PRIu32 " does not match (was "
+				"the sealed-keyring record removed?)",
+				root, RKFS_META_NAME, g->number);
 	}
+	/* Auth values are only written with the sealed record. */
+	if (any_auth && !m->sealed)
+		return rkfs_error_set(err, -EBADMSG,
+				      "%s: %s was edited: it has auth values "
+				      "but no \"keyring = sealed\" record",
+				      root, RKFS_META_NAME);
+	ret = rkfs_keyring_check_sealed(kr, m->sealed, root, err);
+	if (ret < 0)
+		return ret;
 	return 0;
+}
+
+/*
+ * The tree records that it is used with a sealed keyring, with an auth
+ * value for every recorded generation whose key kr holds.  Saves only
+ * when something changed.
+ */
+static int meta_record_sealed(struct rkfs_meta *m, int rootfd,
+			      const struct rkfs_keyring *kr,
+			      struct rkfs_error *err)
+{
+	bool changed = !m->sealed;
+
+	m->sealed = true;
+	for (size_t i = 0; i < m->count; i++) {
+		struct rkfs_meta_gen *mg = &m->gens[i];
+		const struct rkfs_generation *g =
+			rkfs_keyring_find(kr, mg->number);
+
+		if (g == NULL || g->key == NULL || mg->has_auth)
+			continue;
+		meta_auth(mg->auth, m, mg, g->key);
+		mg->has_auth = true;
+		changed = true;
+	}
+	return changed ? meta_save(m, rootfd, err) : 0;
 }
 
 int rkfs_meta_record(struct rkfs_meta *m, int rootfd,
@@ -271,11 +385,15 @@ int rkfs_meta_record(struct rkfs_meta *m, int rootfd,
 					      "wrote this tree's generation-%" PRIu32
 					      " files",
 					      root, gen, gen);
+		if (kr->sealed && !m->sealed)
+			return meta_record_sealed(m, rootfd, kr, err);
 		return 0;
 	}
 	ret = add_gen(m, gen, cv);
 	if (ret < 0)
 		return ret;
+	if (m->sealed || kr->sealed)
+		return meta_record_sealed(m, rootfd, kr, err);
 	return meta_save(m, rootfd, err);
 }
 
@@ -328,6 +446,11 @@ int rkfs_meta_open(struct rkfs_meta **out, int rootfd, const char *root,
 		goto fail;
 	if ((flags & RKFS_META_RECORD) && kr->primary) {
 		ret = rkfs_meta_record(m, rootfd, kr, kr->primary, root, err);
+		if (ret < 0)
+			goto fail;
+	}
+	if ((flags & RKFS_META_RECORD) && kr->sealed) {
+		ret = meta_record_sealed(m, rootfd, kr, err);
 		if (ret < 0)
 			goto fail;
 	}

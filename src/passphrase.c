@@ -32,38 +32,26 @@ static int from_file(char *buf, size_t size, const char *path,
 {
 	char *text = NULL;
 	size_t len;
-	struct stat st;
-	int fd, ret;
+	int ret;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-	if (fd < 0)
-		return rkfs_error_set(err, -errno, "passphrase file %s: %s",
-				      path, strerror(errno));
-	if (fstat(fd, &st) < 0) {
-		ret = rkfs_error_set(err, -errno, "passphrase file %s: %s",
-				     path, strerror(errno));
-		goto out;
+	ret = rkfs_secret_read(&text, &len, path, size - 1, true,
+			       RKFS_SECRET_PRIVATE, "passphrase file", NULL,
+			       err);
+	if (ret == -EFBIG) {
+		rkfs_error_clear(err);
+		return rkfs_error_set(err, ret,
+				      "passphrase file %s: longer than the "
+				      "passphrase limit",
+				      path);
 	}
-	if (!S_ISREG(st.st_mode)) {
+	if (ret < 0)
+		return ret;
+	/* A NUL would silently cut the passphrase short. */
+	if (memchr(text, '\0', len)) {
 		ret = rkfs_error_set(err, -EINVAL,
-				     "passphrase file %s is not a regular file",
+				     "passphrase file %s holds a NUL byte; a "
+				     "passphrase is text without NUL bytes",
 				     path);
-		goto out;
-	}
-	if (st.st_uid != geteuid() || (st.st_mode & 077)) {
-		ret = rkfs_error_set(err, -EPERM,
-				     "passphrase file %s must be owned by uid "
-				     "%u and not readable by group or others "
-				     "(chmod 600)",
-				     path, (unsigned)geteuid());
-		goto out;
-	}
-	ret = rkfs_read_small_file(&text, &len, fd, NULL, size - 1, true);
-	if (ret < 0) {
-		rkfs_error_set(err, ret, "passphrase file %s: %s", path,
-			       ret == -EFBIG ? "longer than the passphrase "
-					       "limit"
-					     : strerror(-ret));
 		goto out;
 	}
 	strip_newline(text, &len);
@@ -74,9 +62,7 @@ static int from_file(char *buf, size_t size, const char *path,
 	}
 	memcpy(buf, text, len + 1);
 out:
-	if (text)
-		sodium_free(text);
-	close(fd);
+	sodium_free(text);
 	return ret;
 }
 
@@ -267,5 +253,7 @@ int rkfs_passphrase_setup(const char *file, const char *command,
 	source_file = f;
 	source_command = c;
 	rkfs_keyring_set_passphrase_source_ex(keyring_source, NULL);
+	/* Whoever configures a passphrase expects a sealed keyring. */
+	rkfs_keyring_require_sealed(file || command);
 	return 0;
 }

@@ -11,21 +11,20 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <linux/openat2.h>
 #include <sodium.h>
 
 #include "rekeyfs/file.h"
 #include "rekeyfs/format.h"
 #include "rekeyfs/fsio.h"
+#include "rekeyfs/intent.h"
 #include "rekeyfs/meta.h"
 
-#define INTENT_SUFFIX ".intent"
-#define INTENT_MAGIC "rekeyfs-intent 1"    /* next to the target */
-#define INTENT_MAGIC_V2 "rekeyfs-intent 2" /* in the root */
-#define INTENT_MAX 65536
 #define COPY_CHUNK (1u << 20)
 #define DIR_LOCK_TIMEOUT 5.0 /* seconds before a directory counts as busy */
 #define MAX_PASSES 3	     /* scans that pick up files renamed mid-run */
@@ -483,7 +482,7 @@ static char *join(const char *dir, const char *name, size_t *base_off)
 static int add_leftover(struct scan *s, const char *dir, const char *name)
 {
 	struct leftover *l;
-	size_t len = strlen(name), sl = strlen(INTENT_SUFFIX);
+	size_t len = strlen(name), sl = strlen(RKFS_INTENT_SUFFIX);
 
 	if (s->nlo == s->caplo) {
 		size_t cap = s->caplo ? s->caplo * 2 : 16;
@@ -499,7 +498,8 @@ static int add_leftover(struct scan *s, const char *dir, const char *name)
 	l->path = join(dir, name, &l->base_off);
 	if (l->path == NULL)
 		return -ENOMEM;
-	l->intent = len > sl && strcmp(name + len - sl, INTENT_SUFFIX) == 0;
+	l->intent =
+	    len > sl && strcmp(name + len - sl, RKFS_INTENT_SUFFIX) == 0;
 	s->nlo++;
 	return 0;
 }
@@ -849,226 +849,6 @@ out:
 	return ret;
 }
 
-static void hex_encode(char *out, const char *in, size_t len)
-{
-	static const char hx[] = "0123456789abcdef";
-
-	for (size_t i = 0; i < len; i++) {
-		out[2 * i] = hx[(unsigned char)in[i] >> 4];
-		out[2 * i + 1] = hx[(unsigned char)in[i] & 15];
-	}
-	out[2 * len] = '\0';
-}
-
-static int hex_val(char ch)
-{
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	if (ch >= 'a' && ch <= 'f')
-		return ch - 'a' + 10;
-	return -1;
-}
-
-/*
- * An intent record: the target inode (dev, ino, recorded path), the data
- * temp holding its new bytes, the final size and times, and the target's
- * header before the copy.  Version 2 records live in the backing root as
- * RKFS_TMP_PREFIX<id>.intent and name both files by their paths relative
- * to the root; version 1 records (written by older builds) sit next to
- * their target and their data temp is the record's name without the
- * suffix.
- */
-struct intent {
-	uint64_t dev, ino, size;
-	struct timespec times[2];
-	bool has_old;
-	uint8_t old_hdr[RKFS_HEADER_LEN];
-	char *target;	   /* relative to the root */
-	size_t target_off; /* start of target's last component */
-	char *temp;	   /* relative to the root */
-	size_t temp_off;
-};
-
-static void intent_free(struct intent *in)
-{
-	free(in->target);
-	free(in->temp);
-	memset(in, 0, sizeof(*in));
-}
-
-static size_t base_offset(const char *path)
-{
-	const char *s = strrchr(path, '/');
-
-	return s ? (size_t)(s - path) + 1 : 0;
-}
-
-static char *hex_dup(const void *in, size_t len)
-{
-	char *out = malloc(2 * len + 1);
-
-	if (out)
-		hex_encode(out, in, len);
-	return out;
-}
-
-#define INTENT_FMT_V2                                                   \
-	INTENT_MAGIC_V2 "\ndev %" PRIu64 "\nino %" PRIu64                \
-			"\nsize %" PRIu64 "\natime %lld %ld"             \
-			"\nmtime %lld %ld\nold %s\ntarget %s\ntemp %s"   \
-			"\nend\n"
-
-static char *intent_format(const struct intent *in)
-{
-	char *t = hex_dup(in->target, strlen(in->target));
-	char *d = hex_dup(in->temp, strlen(in->temp));
-	char old[2 * RKFS_HEADER_LEN + 1];
-	char *text = NULL;
-
-	hex_encode(old, (const char *)in->old_hdr, RKFS_HEADER_LEN);
-	if (t && d)
-		text = xasprintf(INTENT_FMT_V2, in->dev, in->ino, in->size,
-				 (long long)in->times[0].tv_sec,
-				 in->times[0].tv_nsec,
-				 (long long)in->times[1].tv_sec,
-				 in->times[1].tv_nsec, old, t, d);
-	free(t);
-	free(d);
-	return text;
-}
-
-/* Decode len hex digits into out (len / 2 bytes). */
-static int hex_decode(uint8_t *out, const char *hex, size_t len)
-{
-	if (len % 2)
-		return -EINVAL;
-	for (size_t i = 0; i < len / 2; i++) {
-		int hi = hex_val(hex[2 * i]), lo = hex_val(hex[2 * i + 1]);
-
-		if (hi < 0 || lo < 0)
-			return -EINVAL;
-		out[i] = (uint8_t)(hi << 4 | lo);
-	}
-	return 0;
-}
-
-/* A relative path from hex: no NUL, no empty, ".", ".." or "/" parts. */
-static char *path_from_hex(const char *hex, size_t len)
-{
-	char *p;
-	size_t n = len / 2;
-
-	if (len == 0 || len % 2 || n >= PATH_MAX)
-		return NULL;
-	p = malloc(n + 1);
-	if (p == NULL)
-		return NULL;
-	if (hex_decode((uint8_t *)p, hex, len) < 0)
-		goto bad;
-	p[n] = '\0';
-	if (strlen(p) != n || p[0] == '/' || p[n - 1] == '/')
-		goto bad;
-	for (const char *c = p; c;) {
-		const char *e = strchr(c, '/');
-		size_t l = e ? (size_t)(e - c) : strlen(c);
-
-		if (l == 0 || l > NAME_MAX || (l == 1 && c[0] == '.') ||
-		    (l == 2 && c[0] == '.' && c[1] == '.'))
-			goto bad;
-		c = e ? e + 1 : NULL;
-	}
-	return p;
-bad:
-	free(p);
-	return NULL;
-}
-
-/* The value of "key " on a line of its own in text, and its length. */
-static const char *intent_field(const char *text, const char *key,
-				size_t *len)
-{
-	size_t kl = strlen(key);
-
-	for (const char *l = text; l && *l;) {
-		const char *nl = strchr(l, '\n');
-
-		if (nl == NULL)
-			return NULL; /* records end with a newline */
-		if ((size_t)(nl - l) > kl && strncmp(l, key, kl) == 0 &&
-		    l[kl] == ' ') {
-			*len = (size_t)(nl - l) - kl - 1;
-			return l + kl + 1;
-		}
-		l = nl + 1;
-	}
-	return NULL;
-}
-
-/*
- * Parse an intent record found at ipath (relative to the root; base_off is
- * the start of its name).  Returns 0 or -EINVAL (not a complete record).
- */
-static int intent_parse(struct intent *in, const char *text, const char *ipath,
-			size_t base_off)
-{
-	long long as, ms;
-	const char *v;
-	size_t vl;
-	bool v2;
-
-	memset(in, 0, sizeof(*in));
-	if (strncmp(text, INTENT_MAGIC "\n", strlen(INTENT_MAGIC) + 1) == 0)
-		v2 = false;
-	else if (strncmp(text, INTENT_MAGIC_V2 "\n",
-			 strlen(INTENT_MAGIC_V2) + 1) == 0)
-		v2 = true;
-	else
-		return -EINVAL;
-	if (strstr(text, "\nend\n") == NULL)
-		return -EINVAL; /* cut short */
-	v = strchr(text, '\n') + 1;
-	if (sscanf(v,
-		   "dev %" SCNu64 "\nino %" SCNu64 "\nsize %" SCNu64
-		   "\natime %lld %ld\nmtime %lld %ld",
-		   &in->dev, &in->ino, &in->size, &as, &in->times[0].tv_nsec,
-		   &ms, &in->times[1].tv_nsec) != 7)
-		return -EINVAL;
-	in->times[0].tv_sec = (time_t)as;
-	in->times[1].tv_sec = (time_t)ms;
-	if (v2) {
-		v = intent_field(text, "old", &vl);
-		if (v == NULL || vl != 2 * RKFS_HEADER_LEN ||
-		    hex_decode(in->old_hdr, v, vl) < 0)
-			return -EINVAL;
-		in->has_old = true;
-		v = intent_field(text, "target", &vl);
-		in->target = v ? path_from_hex(v, vl) : NULL;
-		v = intent_field(text, "temp", &vl);
-		in->temp = v ? path_from_hex(v, vl) : NULL;
-	} else {
-		char *name;
-
-		/* next to the record; the data temp is the record's stem */
-		v = intent_field(text, "name", &vl);
-		name = v ? path_from_hex(v, vl) : NULL;
-		if (name && strchr(name, '/') == NULL)
-			in->target = xasprintf("%.*s%s", (int)base_off, ipath,
-					       name);
-		free(name);
-		in->temp =
-		    strndup(ipath, strlen(ipath) - strlen(INTENT_SUFFIX));
-	}
-	if (in->target == NULL || in->temp == NULL ||
-	    strncmp(in->temp + base_offset(in->temp), RKFS_TMP_PREFIX,
-		    strlen(RKFS_TMP_PREFIX)) != 0) {
-		intent_free(in);
-		return -EINVAL;
-	}
-	in->target_off = base_offset(in->target);
-	in->temp_off = base_offset(in->temp);
-	return 0;
-}
-
 /* --- per-file work ---------------------------------------------------- */
 
 static void set_result(struct item *it, enum outcome r, char *reason)
@@ -1213,7 +993,8 @@ static int rewrite_in_place(struct ctx *c, struct item *it, int dfd, int fd,
 	const unsigned char *gk;
 	struct rkfs_header nh;
 	struct rkfs_error err = {{0}};
-	struct intent in;
+	struct rkfs_intent in;
+	size_t tlen = 0;
 	uint64_t bad = UINT64_MAX;
 	int tfd, ret, e;
 
@@ -1234,7 +1015,7 @@ static int rewrite_in_place(struct ctx *c, struct item *it, int dfd, int fd,
 		    xasprintf("cannot create temp file: %s", strerror(-tfd)));
 		return R_FAILED;
 	}
-	snprintf(iname, sizeof(iname), "%s" INTENT_SUFFIX, tmp);
+	snprintf(iname, sizeof(iname), "%s" RKFS_INTENT_SUFFIX, tmp);
 	rkfs_header_init(&nh, c->kr->primary);
 	inflight_set(c, slot, tfd);
 	ret = rkfs_file_reencrypt(f, fd, tfd, &nh, gk, &bad);
@@ -1248,24 +1029,27 @@ static int rewrite_in_place(struct ctx *c, struct item *it, int dfd, int fd,
 			   xasprintf("fsync: %s", strerror(errno)));
 		goto discard;
 	}
+	in.generation = c->kr->primary;
 	in.dev = (uint64_t)st->st_dev;
 	in.ino = (uint64_t)st->st_ino;
 	in.size = rkfs_size_to_cipher(f->size);
 	in.times[0] = st->st_atim;
 	in.times[1] = st->st_mtim;
-	in.has_old = true;
 	memcpy(in.old_hdr, f->hdr.raw, RKFS_HEADER_LEN);
+	memcpy(in.new_hdr, nh.raw, RKFS_HEADER_LEN);
 	in.target = it->path;
 	in.temp = xasprintf("%.*s%s", (int)it->base_off, it->path, tmp);
-	text = in.temp ? intent_format(&in) : NULL;
+	/* signed with the new generation: the replay needs its key anyway */
+	ret = in.temp ? rkfs_intent_format(&text, &tlen, &in, gk) : -ENOMEM;
 	free(in.temp);
-	if (text == NULL) {
-		set_result(it, R_FAILED, xasprintf("out of memory"));
+	if (ret < 0) {
+		set_result(it, R_FAILED,
+			   xasprintf("cannot make intent record: %s",
+				     strerror(-ret)));
 		goto discard;
 	}
 	/* From here on the intent, not this process, owns the outcome. */
-	ret = rkfs_write_atomic(c->rootfd, iname, text, strlen(text), 0600,
-				&err);
+	ret = rkfs_write_atomic(c->rootfd, iname, text, tlen, 0600, &err);
 	free(text);
 	if (ret < 0) {
 		set_result(it, R_FAILED,
@@ -1505,52 +1289,63 @@ static struct leftover *find_leftover(struct scan *s, const char *path)
 	return NULL;
 }
 
-/* Is fd/path the inode of the intent?  On success returns an O_RDWR fd. */
-static int open_checked(int dfd, const char *name, const struct intent *in)
+/* --- interrupted in-place rewrites ------------------------------------ */
+
+/*
+ * Open a path read from a record (untrusted) beneath the root: no "..",
+ * no symlink in any component, no magic link, no other filesystem.
+ */
+static int open_beneath(int rootfd, const char *path, int flags)
 {
-	struct stat st;
+	struct open_how how = {
+	    .flags = (uint64_t)(flags | O_NOFOLLOW | O_CLOEXEC),
+	    .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+		       RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV,
+	};
+	long fd;
+	int tries = 0;
+
+	/* EAGAIN: a rename elsewhere raced the lookup; try again */
+	do
+		fd = syscall(SYS_openat2, rootfd, path, &how, sizeof(how));
+	while (fd < 0 && errno == EAGAIN && ++tries < 8);
+	return fd < 0 ? -errno : (int)fd;
+}
+
+/* The directory holding path (relative to the root), opened beneath it. */
+static int open_dir_beneath(int rootfd, const char *path)
+{
+	const char *s = strrchr(path, '/');
+	char *dir;
 	int fd;
 
-	fd = openat(dfd, name, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	if (fstat(fd, &st) == 0 && (uint64_t)st.st_dev == in->dev &&
-	    (uint64_t)st.st_ino == in->ino && S_ISREG(st.st_mode))
-		return fd;
-	close(fd);
-	return -ENOENT;
+	if (s == NULL)
+		return open_beneath(rootfd, ".", O_RDONLY | O_DIRECTORY);
+	dir = strndup(path, (size_t)(s - path));
+	if (dir == NULL)
+		return -ENOMEM;
+	fd = open_beneath(rootfd, dir, O_RDONLY | O_DIRECTORY);
+	free(dir);
+	return fd;
+}
+
+static const char *last_part(const char *path)
+{
+	const char *s = strrchr(path, '/');
+
+	return s ? s + 1 : path;
 }
 
 /*
- * Open the intent's target: by its recorded path, else (renamed in a mount
- * since) by inode, from the run's scan or from a scan made for the purpose.
+ * Can only this process's user (or root, with root_only root alone) have
+ * written the file?  Single link (no hard link to someone else's file),
+ * mode 0600.
  */
-static int open_target(struct ctx *c, const struct intent *in,
-		       struct dcache *dc)
+static bool ours(const struct stat *st, bool root_only)
 {
-	const struct item *it;
-	int fd, tdfd;
-
-	tdfd = dcache_get(dc, c, in->target, in->target_off);
-	if (tdfd >= 0) {
-		fd = open_checked(tdfd, in->target + in->target_off, in);
-		if (fd >= 0)
-			return fd;
-	}
-	if (c->scan == NULL) {
-		if (scan_tree(c, &c->lazy) < 0) {
-			scan_free(&c->lazy);
-			return -ENOENT;
-		}
-		c->scan = &c->lazy;
-	}
-	it = find_inode(c->scan, in->dev, in->ino);
-	if (it == NULL)
-		return -ENOENT;
-	tdfd = dcache_get(dc, c, it->path, it->base_off);
-	if (tdfd < 0)
-		return tdfd;
-	return open_checked(tdfd, it->path + it->base_off, in);
+	return S_ISREG(st->st_mode) && st->st_nlink == 1 &&
+	       (st->st_mode & 07777) == 0600 &&
+	       (st->st_uid == 0 || (!root_only && st->st_uid == geteuid()));
 }
 
 /* 1 if the first size bytes of a and b are equal (and both that long). */
@@ -1604,138 +1399,372 @@ static bool file_intact(const struct rkfs_keyring *kr, int fd)
 }
 
 /*
- * Finish one interrupted in-place rewrite.  Returns 1 when the target now
- * holds the new version; 0 when there is nothing to finish (data temp
- * missing or incomplete, target gone, or the target is a complete version
- * of its own: its old version untouched, or rewritten in a mount since);
- * -EBUSY when the target stays open in a mount for wait seconds (unless
- * force); another -errno when the copy fails.
- *
- * The target's current bytes decide: equal to the temp, the copy is done
- * (times and fsync are redone); a header that is neither the recorded old
- * one nor the new one, or a file that authenticates completely, means the
- * copy never started or the file was rewritten since: left alone.
- * Anything else is the mix a crash leaves: the copy is replayed.
+ * Open the record's data temp and check that it is the new version the
+ * record's writer made: written by us (root_only: by root), the recorded
+ * size and (version 3) header, every block authentic under a generation
+ * the keyring enables (version 3: the signing one).  Returns the fd or
+ * -errno (-EBADMSG: there, but not the new version).
  */
-static int replay_one(struct ctx *c, const struct intent *in, bool force,
-		      double wait)
+static int temp_open(const struct ctx *c, const struct rkfs_intent *in,
+		     bool root_only)
 {
-	struct dcache dc = {NULL, -1, -1};
+	uint8_t h[RKFS_HEADER_LEN];
+	uint64_t bad = UINT64_MAX;
+	struct rkfs_file f;
+	struct stat st;
+	int fd, ret = -EBADMSG;
+
+	fd = open_beneath(c->rootfd, in->temp, O_RDONLY | O_NONBLOCK);
+	if (fd < 0)
+		return fd;
+	if (fstat(fd, &st) < 0 || !ours(&st, root_only) ||
+	    (uint64_t)st.st_size != in->size ||
+	    rkfs_pread_full(fd, h, sizeof(h), 0) != (ssize_t)sizeof(h) ||
+	    (in->version >= 3 &&
+	     memcmp(h, in->new_hdr, sizeof(h)) != 0)) /* not secret */
+		goto bad;
+	if (c->kr == NULL || rkfs_file_load(&f, fd, c->kr) < 0)
+		goto bad;
+	if (f.has_header && f.key != NULL &&
+	    (in->version < 3 || f.hdr.generation == in->generation) &&
+	    rkfs_file_verify(&f, fd, &bad) == 0)
+		ret = 0;
+	rkfs_file_release(&f);
+	if (ret == 0)
+		return fd;
+bad:
+	close(fd);
+	return ret;
+}
+
+/* Where the scan saw the record's target inode, or NULL. */
+static const struct item *find_target(struct ctx *c,
+				      const struct rkfs_intent *in)
+{
+	if (c->scan == NULL) {
+		if (scan_tree(c, &c->lazy) < 0) {
+			scan_free(&c->lazy);
+			return NULL;
+		}
+		c->scan = &c->lazy;
+	}
+	return find_inode(c->scan, in->dev, in->ino);
+}
+
+/* How to finish a record's copy by hand, for messages. */
+static char *by_hand(const char *what, const char *rec,
+		     const struct rkfs_intent *in)
+{
+	if (in->target == NULL || in->temp == NULL)
+		return xasprintf("%s: not replayed; remove %s once every file "
+				 "reads back (README: Interrupted rewrites)",
+				 what, rec);
+	return xasprintf(
+	    "%s: not replayed. If %s does not read back, finish by hand with "
+	    "the tree unmounted: cp --sparse=always '%s' '%s' (keeps its "
+	    "inode), then remove '%s' and '%s' (README: Interrupted rewrites)",
+	    what, in->target, in->temp, in->target, rec, in->temp);
+}
+
+enum replay {
+	RP_DONE,     /* the target now holds the new version */
+	RP_NOTHING,  /* nothing to finish: drop the record and its temp */
+	RP_FOREIGN,  /* not a record of ours: never acted on */
+	RP_REFUSED,  /* ours, but not replayable: kept, why says how */
+	RP_BUSY,     /* the target stays open in a mount */
+	RP_FAILED,   /* the copy failed: kept for the next try */
+};
+
+/*
+ * Finish one interrupted in-place rewrite whose record is rootfd/name.
+ * The record must be ours (ours()) and, in version 3, authenticate under
+ * the generation that signed it; a version 2 record from an older build
+ * is honoured only when it and its temp are root's, as nothing else can
+ * have written them then; version 1 is refused.  The data temp must be
+ * the new version (temp_open()), the target the recorded inode at the
+ * recorded path.
+ *
+ * The target's current bytes then decide: equal to the temp, the copy is
+ * done (times and fsync are redone); a header that is neither the
+ * recorded old one nor the new one, or a file that authenticates
+ * completely, means the copy never started or the file was rewritten
+ * since: left alone.  Anything else is the mix a crash leaves: the copy is
+ * replayed.  in is filled as far as parsed (release it either way); why
+ * (malloc()ed) says what went wrong for RP_FOREIGN, RP_REFUSED, RP_FAILED.
+ */
+static enum replay replay_record(struct ctx *c, const char *name, bool force,
+				 double wait, struct rkfs_intent *in,
+				 char **why)
+{
 	uint8_t th[RKFS_HEADER_LEN], nh[RKFS_HEADER_LEN];
 	double until = now_sec() + wait;
-	struct stat st;
-	ssize_t n;
-	int ddfd, tfd = -1, fd = -1, ret = 0;
+	const unsigned char *gk;
+	enum replay res = RP_NOTHING;
+	char *text = NULL, *msg = NULL;
+	struct stat rst, st;
+	size_t len;
+	int rfd, tfd = -1, fd = -1, e;
 
-	ddfd = open_parent(c, in->temp, in->temp_off);
-	if (ddfd < 0)
-		return 0;
-	tfd = openat(ddfd, in->temp + in->temp_off,
-		     O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-	if (tfd < 0 || fstat(tfd, &st) < 0 || !S_ISREG(st.st_mode) ||
-	    (uint64_t)st.st_size != in->size ||
-	    rkfs_pread_full(tfd, nh, sizeof(nh), 0) != (ssize_t)sizeof(nh))
-		goto out; /* not a complete intent: plain leftover */
-	fd = open_target(c, in, &dc);
-	if (fd < 0)
-		goto out; /* the file was removed: nothing to finish */
+	memset(in, 0, sizeof(*in));
+	*why = NULL;
+	rfd = openat(c->rootfd, name,
+		     O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (rfd < 0)
+		return errno == ENOENT ? RP_NOTHING : RP_FOREIGN;
+	if (fstat(rfd, &rst) < 0 || !ours(&rst, false)) {
+		*why = xasprintf("intent record not written by rekeyfs-rekey "
+				 "(owner uid %u, mode %04o, %u links): ignored",
+				 (unsigned)rst.st_uid,
+				 (unsigned)rst.st_mode & 07777,
+				 (unsigned)rst.st_nlink);
+		close(rfd);
+		return RP_FOREIGN;
+	}
+	e = rkfs_read_small_file(&text, &len, rfd, NULL, RKFS_INTENT_MAX,
+				 false);
+	close(rfd);
+	if (e < 0 || rkfs_intent_parse(in, text, len) < 0) {
+		*why = by_hand("intent record cannot be parsed", name, in);
+		res = RP_REFUSED;
+		goto out;
+	}
+	if (in->version == 1) {
+		in->temp = strndup(name, strlen(name) -
+					     strlen(RKFS_INTENT_SUFFIX));
+		*why = by_hand("intent record of an older rekeyfs-rekey "
+			       "(version 1)",
+			       name, in);
+		res = RP_REFUSED;
+		goto out;
+	}
+	if (in->version == 2 && rst.st_uid != 0) {
+		*why = by_hand("unauthenticated intent record of an older "
+			       "rekeyfs-rekey not owned by root",
+			       name, in);
+		res = RP_REFUSED;
+		goto out;
+	}
+	if (in->version >= 3) {
+		gk = c->kr ? rkfs_keyring_key(c->kr, in->generation, &e)
+			   : NULL;
+		if (gk == NULL) {
+			char *kr_why = c->kr ? key_reason(c, in->generation, e)
+					     : xasprintf("no keyring");
+
+			msg = xasprintf("intent record signed by generation "
+					"%" PRIu32 " cannot be authenticated "
+					"(%s); make that generation usable "
+					"again and rerun, or",
+					in->generation,
+					kr_why ? kr_why : "no key");
+			free(kr_why);
+			*why = by_hand(msg ? msg : "no key", name, in);
+			res = RP_REFUSED;
+			goto out;
+		}
+		if (rkfs_intent_verify(in, text, gk) < 0) {
+			*why = by_hand("intent record does not authenticate "
+				       "(forged, damaged, or another keyring)",
+				       name, in);
+			res = RP_REFUSED;
+			goto out;
+		}
+	}
+	tfd = temp_open(c, in, in->version < 3);
+	if (tfd >= 0 &&
+	    rkfs_pread_full(tfd, nh, sizeof(nh), 0) != (ssize_t)sizeof(nh)) {
+		close(tfd);
+		tfd = -EIO;
+	}
+	fd = open_beneath(c->rootfd, in->target,
+			  O_RDWR | O_NONBLOCK | O_NOATIME);
+	if (fd == -EPERM)
+		fd = open_beneath(c->rootfd, in->target, O_RDWR | O_NONBLOCK);
+	if (fd >= 0 &&
+	    (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+	     (uint64_t)st.st_dev != in->dev || (uint64_t)st.st_ino != in->ino)) {
+		close(fd);
+		fd = -ENOENT;
+	}
+	if (fd < 0) {
+		const struct item *it = find_target(c, in);
+
+		if (it == NULL)
+			goto out; /* the file was removed: nothing to finish */
+		msg = xasprintf("the recorded path %s no longer leads to "
+				"the file (inode %" PRIu64 ", now at %s)",
+				in->target, in->ino, it->path);
+		/* by hand, through the path that is known to be safe */
+		free(in->target);
+		in->target = strdup(it->path);
+		*why = by_hand(msg ? msg : "the file moved", name, in);
+		res = RP_REFUSED;
+		goto out;
+	}
 	while (flock(fd, LOCK_EX | LOCK_NB) < 0) {
 		if (errno != EWOULDBLOCK && errno != EINTR) {
-			ret = -errno;
+			*why = xasprintf("flock: %s", strerror(errno));
+			res = RP_FAILED;
 			goto out;
 		}
 		if (force)
 			break;
 		if (now_sec() >= until || stopping(c)) {
-			ret = -EBUSY;
+			res = RP_BUSY;
 			goto out;
 		}
 		sleep_sec(0.1);
 	}
-	n = rkfs_pread_full(fd, th, sizeof(th), 0);
-	if (in->has_old &&
-	    (n != (ssize_t)sizeof(th) ||
-	     (memcmp(th, in->old_hdr, sizeof(th)) != 0 && /* not secret */
-	      memcmp(th, nh, sizeof(th)) != 0)))	   /* not secret */
+	if (rkfs_pread_full(fd, th, sizeof(th), 0) != (ssize_t)sizeof(th) ||
+	    (memcmp(th, in->old_hdr, sizeof(th)) != 0 && /* not secret */
+	     (in->version < 3 ||
+	      memcmp(th, in->new_hdr, sizeof(th)) != 0) && /* not secret */
+	     (tfd < 0 || memcmp(th, nh, sizeof(th)) != 0))) /* not secret */
+		goto out; /* rewritten since: not ours to touch */
+	if (tfd < 0) {
+		if (file_intact(c->kr, fd))
+			goto out; /* the copy never started */
+		*why = by_hand("the new version is missing or does not "
+			       "authenticate, and the file is half copied",
+			       name, in);
+		res = RP_REFUSED;
 		goto out;
-	ret = files_equal(fd, tfd, in->size);
-	if (ret < 0)
+	}
+	e = files_equal(fd, tfd, in->size);
+	if (e < 0) {
+		*why = xasprintf("read: %s", strerror(-e));
+		res = RP_FAILED;
 		goto out;
-	if (ret == 0 && file_intact(c->kr, fd))
+	}
+	if (e == 0 && file_intact(c->kr, fd))
 		goto out;
-	ret = copy_in_place(fd, tfd, in->size, in->times);
-	if (ret == 0)
-		ret = 1;
+	e = copy_in_place(fd, tfd, in->size, in->times);
+	if (e < 0) {
+		*why = xasprintf("copy: %s", strerror(-e));
+		res = RP_FAILED;
+		goto out;
+	}
+	res = RP_DONE;
 out:
 	if (fd >= 0)
 		close(fd); /* releases the file lock */
 	if (tfd >= 0)
 		close(tfd);
-	dcache_drop(&dc);
-	close(ddfd);
-	return ret;
-}
-
-/* Read and parse the intent record at dfd/name (path: relative to root). */
-static int intent_load(struct intent *in, int dfd, const char *name,
-		       const char *path, size_t base_off)
-{
-	char *text = NULL;
-	size_t len;
-	int ret;
-
-	ret = rkfs_read_small_file(&text, &len, dfd, name, INTENT_MAX, false);
-	if (ret < 0)
-		return ret;
-	ret = intent_parse(in, text, path, base_off);
 	free(text);
-	return ret;
+	free(msg);
+	return res;
 }
 
-/* Finish one interrupted in-place rewrite found by the scan. */
-static int replay_intent(struct ctx *c, struct leftover *lo)
+/*
+ * A record outside the root: never written there by this version.  One of
+ * ours of version 1 (older builds kept it next to its target) is refused
+ * with the way to finish it by hand; anything else is a stray file.
+ */
+static bool legacy_record(struct ctx *c, struct leftover *lo, char **why)
 {
-	struct leftover *data;
-	struct intent in;
-	int dfd, ret;
+	struct rkfs_intent in;
+	char *text = NULL;
+	struct stat st;
+	size_t len;
+	bool ours_v1 = false;
+	int dfd, fd;
 
+	*why = NULL;
 	dfd = open_parent(c, lo->path, lo->base_off);
 	if (dfd < 0)
-		return 0;
-	ret = intent_load(&in, dfd, lo->path + lo->base_off, lo->path,
-			  lo->base_off);
+		return false;
+	fd = openat(dfd, lo->path + lo->base_off,
+		    O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 	close(dfd);
-	if (ret < 0)
-		return 0; /* not a complete intent: plain leftover */
-	data = find_leftover(c->scan, in.temp);
-	if (data == NULL) {
-		intent_free(&in);
-		return 0;
+	if (fd < 0)
+		return false;
+	if (fstat(fd, &st) == 0 && ours(&st, false) &&
+	    rkfs_read_small_file(&text, &len, fd, NULL, RKFS_INTENT_MAX,
+				 false) == 0 &&
+	    rkfs_intent_parse(&in, text, len) == 0) {
+		ours_v1 = in.version == 1;
+		free(in.target);
+		in.target = xasprintf("%.*s%s", (int)lo->base_off, lo->path,
+				      in.target ? in.target : "");
+		in.temp = strndup(lo->path, strlen(lo->path) -
+						strlen(RKFS_INTENT_SUFFIX));
+		if (ours_v1)
+			*why = by_hand("intent record of an older "
+				       "rekeyfs-rekey (version 1)",
+				       lo->path, &in);
+		else
+			*why = xasprintf("intent record outside the backing "
+					 "root: ignored and removed");
+		rkfs_intent_free(&in);
+	} else {
+		*why = xasprintf("intent record not written by rekeyfs-rekey "
+				 "outside the backing root: ignored and "
+				 "removed");
 	}
-	ret = replay_one(c, &in, false, c->o->wait > 10 ? c->o->wait : 10);
-	if (ret < 0) {
-		lo->keep = true;
-		data->keep = true;
-		(void)inoset_add(&c->done, (dev_t)in.dev, (ino_t)in.ino);
-		(void)list_add(&c->rep->failed, lo->path,
-			       ret == -EBUSY
-				   ? "interrupted rewrite cannot be finished: "
-				     "the file is open in a mount"
-				   : "interrupted rewrite cannot be finished");
-		ret = 0;
-	}
-	intent_free(&in);
-	return ret;
+	free(text);
+	close(fd);
+	return ours_v1;
 }
 
 static void clean_leftovers(struct ctx *c)
 {
 	struct scan *s = c->scan;
+	double wait = c->o->wait > 10 ? c->o->wait : 10;
 
-	/* intents first: they own their data temp until replayed */
-	for (size_t i = 0; i < s->nlo; i++)
-		if (s->lo[i].intent && replay_intent(c, &s->lo[i]) > 0)
+	/* records first: they own their data temp until replayed */
+	for (size_t i = 0; i < s->nlo; i++) {
+		struct leftover *lo = &s->lo[i], *data;
+		struct rkfs_intent in;
+		char *why = NULL;
+		enum replay r;
+
+		if (!lo->intent)
+			continue;
+		if (lo->base_off) {
+			if (legacy_record(c, lo, &why)) {
+				char *stem = strndup(
+				    lo->path,
+				    strlen(lo->path) -
+					strlen(RKFS_INTENT_SUFFIX));
+
+				lo->keep = true;
+				data = stem ? find_leftover(s, stem) : NULL;
+				if (data)
+					data->keep = true;
+				free(stem);
+				(void)list_add(&c->rep->failed, lo->path, why);
+			} else if (why) {
+				(void)list_add(&c->rep->skipped, lo->path,
+					       why);
+			}
+			free(why);
+			continue;
+		}
+		r = replay_record(c, lo->path, false, wait, &in, &why);
+		if (r == RP_DONE)
 			c->rep->resumed++;
+		if (r == RP_FOREIGN && why)
+			(void)list_add(&c->rep->skipped, lo->path, why);
+		if (r == RP_BUSY || r == RP_REFUSED || r == RP_FAILED) {
+			lo->keep = true;
+			data = in.temp ? find_leftover(s, in.temp) : NULL;
+			if (data)
+				data->keep = true;
+			if (in.ino)
+				(void)inoset_add(&c->done, (dev_t)in.dev,
+						 (ino_t)in.ino);
+			(void)list_add(
+			    &c->rep->failed, lo->path,
+			    r == RP_BUSY
+				? "interrupted rewrite cannot be finished: "
+				  "the file is open in a mount"
+				: why ? why
+				      : "interrupted rewrite cannot be "
+					"finished");
+		}
+		free(why);
+		rkfs_intent_free(&in);
+	}
 	for (size_t i = 0; i < s->nlo; i++) {
 		struct leftover *lo = &s->lo[i];
 		int dfd;
@@ -1756,7 +1785,7 @@ static void clean_leftovers(struct ctx *c)
 /* Names of the intent records in the root directory. */
 static int list_intents(int rootfd, char ***names, size_t *n)
 {
-	size_t pl = strlen(RKFS_TMP_PREFIX), sl = strlen(INTENT_SUFFIX);
+	size_t pl = strlen(RKFS_TMP_PREFIX), sl = strlen(RKFS_INTENT_SUFFIX);
 	struct dirent *de;
 	size_t cap = 0;
 	int fd, ret = 0;
@@ -1777,7 +1806,7 @@ static int list_intents(int rootfd, char ***names, size_t *n)
 
 		if (len <= pl + sl ||
 		    strncmp(de->d_name, RKFS_TMP_PREFIX, pl) != 0 ||
-		    strcmp(de->d_name + len - sl, INTENT_SUFFIX) != 0)
+		    strcmp(de->d_name + len - sl, RKFS_INTENT_SUFFIX) != 0)
 			continue;
 		if (*n == cap) {
 			char **v;
@@ -1810,17 +1839,19 @@ static void free_names(char **names, size_t n)
 
 /* Remove a handled intent record, then its data temp. */
 static void drop_intent(struct ctx *c, const char *iname,
-			const struct intent *in)
+			const struct rkfs_intent *in)
 {
 	int dfd;
 
 	if (unlinkat(c->rootfd, iname, 0) < 0)
 		return;
 	(void)fsync_fd_dir(c->rootfd);
-	dfd = open_parent(c, in->temp, in->temp_off);
+	if (in->temp == NULL)
+		return;
+	dfd = open_dir_beneath(c->rootfd, in->temp);
 	if (dfd < 0)
 		return;
-	if (unlinkat(dfd, in->temp + in->temp_off, 0) == 0)
+	if (unlinkat(dfd, last_part(in->temp), 0) == 0)
 		(void)fsync_fd_dir(dfd);
 	close(dfd);
 }
@@ -1881,24 +1912,26 @@ int rkfs_rekey_recover(int rootfd, const char *root,
 		goto out;
 	}
 	for (size_t i = 0; i < n; i++) {
-		struct intent in;
-		int r;
+		struct rkfs_intent in;
+		char *why = NULL;
+		enum replay r;
 
-		if (intent_load(&in, c.rootfd, names[i], names[i], 0) < 0)
-			continue; /* not a complete record: the tool's job */
-		r = replay_one(&c, &in, flags & RKFS_REKEY_RECOVER_IN_MOUNT,
-			       0);
-		if (r > 0 && replayed)
+		r = replay_record(&c, names[i],
+				  flags & RKFS_REKEY_RECOVER_IN_MOUNT, 0, &in,
+				  &why);
+		if (r == RP_DONE && replayed)
 			(*replayed)++;
-		if (r >= 0)
+		if (r == RP_DONE || r == RP_NOTHING)
 			drop_intent(&c, names[i], &in);
-		else if (r != -EBUSY && ret == 0)
+		else if (r != RP_BUSY && ret == 0)
+			/* foreign records stay for the tool to remove */
 			ret = rkfs_error_set(
-			    err, r,
-			    "%s/%s: cannot finish the interrupted rewrite of "
-			    "%s: %s",
-			    root, names[i], in.target, strerror(-r));
-		intent_free(&in);
+			    err, r == RP_FAILED ? -EIO : -EPERM,
+			    "%s/%s: %s", root, names[i],
+			    why ? why
+				: "cannot finish the interrupted rewrite");
+		free(why);
+		rkfs_intent_free(&in);
 	}
 out:
 	free_names(names, n);

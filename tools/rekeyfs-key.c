@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -96,7 +97,15 @@ static const char usage_text[] =
     "  --passphrase-file F  passphrase of a sealed keyring (or the new one "
     "for\n"
     "                       init --passphrase and protect)\n"
-    "  --passphrase-command CMD   same, from a command's stdout\n"
+    "  --passphrase-command CMD   same, from a command's stdout; the "
+    "command line is\n"
+    "                       visible to every user in /proc/PID/cmdline (ps): "
+    "prefer\n"
+    "                       passphrase_command in the --config file\n"
+    "  --allow-unsealed     accept an unsealed keyring although a passphrase "
+    "source\n"
+    "                       is given or --source recorded a sealed one "
+    "(logged)\n"
     "  --new-passphrase-file F, --new-passphrase-command CMD\n"
     "                       protect on a sealed keyring: the new "
     "passphrase\n"
@@ -112,8 +121,9 @@ static const char usage_text[] =
     "  0  done (also when nothing had to change)\n"
     "  1  refused: files still use the generation, the keyring does not fit "
     "the\n"
-    "     tree, the generation is the primary, or destroy without --source/"
-    "--force\n"
+    "     tree, the generation is the primary, destroy without --source/"
+    "--force,\n"
+    "     or an unsealed keyring where a sealed one is expected\n"
     "  2  usage error, or a keyring, snippet, config or passphrase error; "
     "nothing\n"
     "     was changed\n";
@@ -129,7 +139,7 @@ struct opts {
 	const char *new_pass_file, *new_pass_command;
 	unsigned long long kdf_ops;
 	size_t kdf_mem;
-	bool json, force, primary, passphrase;
+	bool json, force, primary, passphrase, allow_unsealed;
 };
 
 static void msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -155,6 +165,7 @@ static int parse_size(size_t *out, const char *s)
 {
 	char *end;
 	unsigned long long v;
+	unsigned shift = 0;
 
 	if (*s < '0' || *s > '9')
 		return -EINVAL;
@@ -165,21 +176,24 @@ static int parse_size(size_t *out, const char *s)
 	switch (*end) {
 	case 'G':
 	case 'g':
-		v <<= 10;
-		/* fall through */
+		shift = 30;
+		end++;
+		break;
 	case 'M':
 	case 'm':
-		v <<= 10;
-		/* fall through */
+		shift = 20;
+		end++;
+		break;
 	case 'K':
 	case 'k':
-		v <<= 10;
+		shift = 10;
 		end++;
 		break;
 	}
-	if (*end || v > SIZE_MAX)
-		return -EINVAL;
-	*out = (size_t)v;
+	/* "16777216T" or "20000000000G" must not wrap to a small number. */
+	if (*end || v > (ULLONG_MAX >> shift) || (v << shift) > SIZE_MAX)
+		return -ERANGE;
+	*out = (size_t)(v << shift);
 	return 0;
 }
 
@@ -409,6 +423,26 @@ static size_t kdf_mem(const struct opts *o)
 	return 0;
 }
 
+/*
+ * Below libsodium's interactive limits a stolen sealed keyring is cheap to
+ * attack by guessing passphrases: allowed (tests, small machines), but said.
+ */
+static void warn_weak_kdf(const struct rkfs_keyring *kr)
+{
+	unsigned long long ops = 0;
+	size_t mem = 0;
+
+	if (rkfs_keyring_seal_params(kr, &ops, &mem) < 0)
+		return;
+	if (ops < crypto_pwhash_OPSLIMIT_INTERACTIVE ||
+	    mem < crypto_pwhash_MEMLIMIT_INTERACTIVE)
+		msg("warning: Argon2id cost kdf_ops = %llu, kdf_mem = %zu is "
+		    "below libsodium's interactive minimum (%llu, %zu); "
+		    "guessing the passphrase of a stolen keyring is cheap",
+		    ops, mem, (unsigned long long)crypto_pwhash_OPSLIMIT_INTERACTIVE,
+		    (size_t)crypto_pwhash_MEMLIMIT_INTERACTIVE);
+}
+
 /* Seal kr under a new passphrase from file/command or the terminal. */
 static int seal_new(struct rkfs_keyring *kr, const struct opts *o,
 		    const char *file, const char *command)
@@ -425,9 +459,12 @@ static int seal_new(struct rkfs_keyring *kr, const struct opts *o,
 		ret = rkfs_keyring_seal(kr, pass, strlen(pass), kdf_ops(o),
 					kdf_mem(o), &err);
 	sodium_free(pass);
-	if (ret < 0)
+	if (ret < 0) {
 		msg("%s", err.msg[0] ? err.msg : strerror(-ret));
-	return ret;
+		return ret;
+	}
+	warn_weak_kdf(kr);
+	return 0;
 }
 
 static int new_inline_gen(struct rkfs_generation *g, uint32_t number)
@@ -988,6 +1025,10 @@ static int cmd_check(struct rkfs_keyring *kr, const struct opts *o)
 	}
 	if (ret < 0)
 		return fail(&err, EXIT_ERROR, strerror(-ret));
+	if (rkfs_keyring_check_sealed(kr, m->sealed, o->source, &err) < 0) {
+		rkfs_meta_free(m);
+		return fail(&err, EXIT_REFUSED, "unsealed keyring refused");
+	}
 	ret = EXIT_OK;
 	for (size_t i = 0; i < m->count; i++) {
 		const struct rkfs_meta_gen *mg = &m->gens[i];
@@ -1064,7 +1105,10 @@ static int cmd_unprotect(struct rkfs_keyring *kr, const struct opts *o)
 	rkfs_keyring_unseal(kr);
 	if (save(kr, o->keyring) != EXIT_OK)
 		return EXIT_ERROR;
-	printf("%s: passphrase sealing removed; keep the file at mode 0600\n",
+	printf("%s: passphrase sealing removed; keep the file at mode 0600\n"
+	       "note: a backing tree that recorded the sealed keyring refuses "
+	       "this one unless\n"
+	       "      mounts and tools are given --allow-unsealed\n",
 	       o->keyring);
 	return EXIT_OK;
 }
@@ -1123,6 +1167,7 @@ enum {
 	OPT_NEW_PASS_CMD,
 	OPT_KDF_OPS,
 	OPT_KDF_MEM,
+	OPT_ALLOW_UNSEALED,
 };
 
 static const struct option long_opts[] = {
@@ -1140,6 +1185,7 @@ static const struct option long_opts[] = {
     {"new-passphrase-command", required_argument, NULL, OPT_NEW_PASS_CMD},
     {"kdf-ops", required_argument, NULL, OPT_KDF_OPS},
     {"kdf-mem", required_argument, NULL, OPT_KDF_MEM},
+    {"allow-unsealed", no_argument, NULL, OPT_ALLOW_UNSEALED},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},
     {NULL, 0, NULL, 0},
@@ -1163,7 +1209,7 @@ static int usage_error(const char *fmt, ...)
 static int parse_args(struct opts *o, int argc, char **argv)
 {
 	size_t v;
-	int c;
+	int c, ret;
 
 	while ((c = getopt_long(argc, argv, "hV", long_opts, NULL)) != -1) {
 		switch (c) {
@@ -1211,12 +1257,20 @@ static int parse_args(struct opts *o, int argc, char **argv)
 			o->kdf_ops = v;
 			break;
 		case OPT_KDF_MEM:
-			if (parse_size(&v, optarg) < 0 || v == 0)
+			ret = parse_size(&v, optarg);
+			if (ret == -ERANGE)
+				return usage_error("--kdf-mem: '%s' is too "
+						   "large",
+						   optarg);
+			if (ret < 0 || v == 0)
 				return usage_error("--kdf-mem: '%s' is not a "
 						   "size (BYTES, or with K, M, "
 						   "G)",
 						   optarg);
 			o->kdf_mem = v;
+			break;
+		case OPT_ALLOW_UNSEALED:
+			o->allow_unsealed = true;
 			break;
 		case 'h':
 			fputs(usage_text, stdout);
@@ -1263,12 +1317,18 @@ int main(int argc, char **argv)
 	int ret, lock = -1;
 	size_t i;
 
+	/* Before anything can hold a key: no core dumps, no ptrace. */
+	(void)rkfs_protect_process();
 	ret = parse_args(&o, argc, argv);
 	if (ret != EXIT_OK)
 		return ret;
 	if (rkfs_crypt_init() < 0) {
 		msg("cannot initialise libsodium");
 		return EXIT_ERROR;
+	}
+	if (rkfs_keyring_lock_check(NULL, &err) < 0) {
+		msg("warning: %s", err.msg);
+		rkfs_error_clear(&err);
 	}
 	if (strcmp(o.cmd, "generate") == 0)
 		return cmd_generate();
@@ -1312,6 +1372,7 @@ int main(int argc, char **argv)
 		ret = fail(&err, EXIT_ERROR, "passphrase setup failed");
 		goto out;
 	}
+	rkfs_keyring_allow_unsealed(o.allow_unsealed);
 	if (strcmp(o.cmd, "init") == 0) {
 		ret = cmd_init(&o);
 		goto out;
@@ -1338,6 +1399,10 @@ int main(int argc, char **argv)
 	if (ret == EXIT_OK && commands[i].modifies && !kr->primary_explicit &&
 	    kr->primary)
 		kr->primary_explicit = true;
+	/* protect is how an unsealed keyring gets its passphrase. */
+	if (ret == EXIT_OK && strcmp(o.cmd, "protect") != 0 &&
+	    rkfs_keyring_check_sealed(kr, false, NULL, &err) < 0)
+		ret = fail(&err, EXIT_REFUSED, "unsealed keyring refused");
 	if (ret == EXIT_OK)
 		ret = commands[i].fn(kr, &o);
 out:

@@ -52,7 +52,12 @@ static const char usage_text[] =
 "  -k, --keyring FILE     the keyring (its primary is the target generation)\n"
 "  -c, --config FILE      a [mount] config: keyring, backing, passphrase\n"
 "      --passphrase-file FILE   passphrase of a sealed keyring\n"
-"      --passphrase-command CMD command printing that passphrase\n"
+"      --passphrase-command CMD command printing that passphrase; the\n"
+"                         command line is visible to every user in\n"
+"                         /proc/PID/cmdline (ps): prefer passphrase_command\n"
+"                         in the --config file\n"
+"      --allow-unsealed   accept an unsealed keyring for a tree that\n"
+"                         recorded a passphrase-sealed one (logged)\n"
 "  -j, --jobs N           files rewritten in parallel (default: CPUs)\n"
 "  -w, --wait SECONDS     keep retrying files that are open in a mount for\n"
 "                         up to SECONDS (default 0: report them as busy)\n"
@@ -517,6 +522,7 @@ int main(int argc, char **argv)
 		{ "config", required_argument, NULL, 'c' },
 		{ "passphrase-file", required_argument, NULL, 'P' },
 		{ "passphrase-command", required_argument, NULL, 'C' },
+		{ "allow-unsealed", no_argument, NULL, 'U' },
 		{ "jobs", required_argument, NULL, 'j' },
 		{ "wait", required_argument, NULL, 'w' },
 		{ "status", no_argument, NULL, 'S' },
@@ -544,6 +550,8 @@ int main(int argc, char **argv)
 	bool pth_started = false;
 	struct sigaction sa;
 
+	/* Before anything can hold a key: no core dumps, no ptrace. */
+	(void)rkfs_protect_process();
 	opterr = 0;
 	while ((ch = getopt_long(argc, argv, ":k:c:j:w:nqhV", longopts,
 				 NULL)) != -1) {
@@ -559,6 +567,9 @@ int main(int argc, char **argv)
 			break;
 		case 'C':
 			pass_command = optarg;
+			break;
+		case 'U':
+			rkfs_keyring_allow_unsealed(true);
 			break;
 		case 'j':
 			o.jobs = (unsigned)parse_num(optarg, "--jobs", 1024);
@@ -642,6 +653,10 @@ int main(int argc, char **argv)
 	if (rkfs_crypt_init() < 0) {
 		fprintf(stderr, "rekeyfs-rekey: cannot initialise libsodium\n");
 		goto out;
+	}
+	if (keyring && rkfs_keyring_lock_check(NULL, &err) < 0) {
+		fprintf(stderr, "rekeyfs-rekey: warning: %s\n", err.msg);
+		rkfs_error_clear(&err);
 	}
 	if (pass_file == NULL && pass_command == NULL && cfg) {
 		pass_file = cfg->passphrase_file;

@@ -38,6 +38,41 @@ int rkfs_read_small_file(char **data, size_t *len, int dirfd,
 	__attribute__((warn_unused_result));
 
 /*
+ * The secret-file policy, shared by keyrings, key files, passphrase files
+ * and mount configs (the rules of OpenSSH's StrictModes).  The file is
+ * opened once, with O_NOFOLLOW (a symbolic link as last component is
+ * refused: name the file itself) and O_NONBLOCK (a fifo cannot hang the
+ * open), and everything is checked on that descriptor:
+ *   - it is a regular file;
+ *   - it is owned by the effective uid or by root;
+ *   - neither group nor others may write it; with RKFS_SECRET_PRIVATE
+ *     (keyrings, key and passphrase files) neither may read it either;
+ *   - its directory and every directory above it are owned by the
+ *     effective uid or by root and not writable by group or others,
+ *     except a sticky directory owned by root (such as /tmp), where no
+ *     one else can rename or remove a file they do not own.
+ * what names the file in messages ("keyring", "key_file", ...); msgpfx,
+ * if not NULL, goes before it ("vault.keyring:12: generation 3: ").
+ * Returns the open descriptor (O_CLOEXEC, blocking again) or -errno with
+ * "[msgpfx]what PATH: rule broken" in err: -ELOOP (symbolic link), -EINVAL
+ * (not a regular file), -EPERM (owner or mode), or the open's errno.
+ */
+#define RKFS_SECRET_PRIVATE 0x1
+
+int rkfs_secret_open(const char *path, unsigned flags, const char *what,
+		     const char *msgpfx, struct rkfs_error *err)
+	__attribute__((warn_unused_result, nonnull(1, 3)));
+
+/*
+ * rkfs_secret_open() and then read the whole file from that descriptor as
+ * rkfs_read_small_file() does (max bytes, secure: sodium_malloc()).
+ */
+int rkfs_secret_read(char **data, size_t *len, const char *path, size_t max,
+		     bool secure, unsigned flags, const char *what,
+		     const char *msgpfx, struct rkfs_error *err)
+	__attribute__((warn_unused_result, nonnull(1, 2, 3, 7)));
+
+/*
  * Replace dirfd/name atomically with data: create a temp file with O_EXCL
  * in the same directory at mode, write, fsync, close, rename over name,
  * fsync the directory.  On any error the temp file is removed and name is

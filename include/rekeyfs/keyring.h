@@ -126,7 +126,9 @@ struct rkfs_keyring {
 
 /*
  * Key command limits: the command runs as "/bin/sh -c CMD" with stdin from
- * /dev/null, no inherited descriptors beyond stderr, and must print the key
+ * /dev/null, no inherited descriptors beyond stderr, umask 077 and an
+ * environment of PATH, HOME and LANG only (PATH defaults to a system path
+ * when unset; nothing else is passed on), and must print the key
  * (32 raw bytes or one base64 line) and exit within the generation's
  * key_command_timeout, by default RKFS_KEY_COMMAND_TIMEOUT_MS; then its
  * whole process group is killed.  Output beyond 4 KiB is an error.
@@ -168,8 +170,56 @@ int rkfs_keyring_seal(struct rkfs_keyring *kr, const char *pass, size_t len,
 		      struct rkfs_error *err)
 	__attribute__((warn_unused_result, nonnull(1, 2)));
 
+/*
+ * The Argon2id parameters of a sealed keyring.  Returns 0, or -ENOENT if
+ * kr is not sealed (or not unlocked).
+ */
+int rkfs_keyring_seal_params(const struct rkfs_keyring *kr,
+			     unsigned long long *ops, size_t *mem)
+	__attribute__((warn_unused_result, nonnull));
+
 /* Drop the sealing: the keyring is written with plain inline keys again. */
 void rkfs_keyring_unseal(struct rkfs_keyring *kr) __attribute__((nonnull));
+
+/*
+ * Downgrade protection.  A passphrase-sealed keyring cannot be replaced
+ * by someone without the passphrase; an unsealed one can be written by
+ * anyone who can write the file.  So an unsealed keyring is refused
+ * (-EPERM) where a sealed one is expected:
+ *   - by a process that was given a passphrase source (a file or a
+ *     command: rkfs_passphrase_setup() calls
+ *     rkfs_keyring_require_sealed(true));
+ *   - for a tree that recorded a sealed keyring (see rekeyfs/meta.h;
+ *     rkfs_meta_check() applies this);
+ *   - by a running mount that loaded a sealed keyring
+ *     (rkfs_keyring_check_downgrade(), whatever the flags).
+ * rkfs_keyring_allow_unsealed(true) is the operator's explicit override
+ * (--allow-unsealed) of the first two; each use is logged (LOG_WARNING).
+ */
+void rkfs_keyring_allow_unsealed(bool allow);
+void rkfs_keyring_require_sealed(bool require);
+
+/*
+ * The first two rules for kr (tree_sealed: the tree's record; root names
+ * the tree in messages, may be NULL).  Returns 0 (kr is sealed, nothing
+ * requires it, or the override is set: logged) or -EPERM with a message.
+ */
+int rkfs_keyring_check_sealed(const struct rkfs_keyring *kr, bool tree_sealed,
+			      const char *root, struct rkfs_error *err)
+	__attribute__((warn_unused_result, nonnull(1)));
+
+/*
+ * For a running mount's reload: may new replace old?  in_use lists the
+ * n_in_use generations that files open in this mount still use (may be
+ * NULL when 0).  Returns 0, or -EPERM with a message for the log when old
+ * is sealed and new is not (never overridden), or when new lacks or
+ * destroys a generation in in_use.  The caller keeps old on an error.
+ */
+int rkfs_keyring_check_downgrade(const struct rkfs_keyring *old,
+				 const struct rkfs_keyring *new,
+				 const uint32_t *in_use, size_t n_in_use,
+				 struct rkfs_error *err)
+	__attribute__((warn_unused_result, nonnull(1, 2)));
 
 /* Wipe the cache of derived passphrase keys (see the top of this file). */
 void rkfs_keyring_forget_passphrases(void);
@@ -246,9 +296,23 @@ int rkfs_keyring_format(char **text, size_t *len,
 	__attribute__((warn_unused_result, nonnull));
 
 /*
+ * Check that every free-text value (created, key_file, key_command) would
+ * parse back unchanged: inih has no quoting, so a value with leading or
+ * trailing white space, a control character (newline), a leading ';' or
+ * '#', an inline " ;" or " #", or a line too long for the parser is
+ * refused.  Returns 0 or -EINVAL with "generation N: FIELD ..." in err.
+ * rkfs_keyring_save() calls it before writing anything.
+ */
+int rkfs_keyring_check_values(const struct rkfs_keyring *kr,
+			      struct rkfs_error *err)
+	__attribute__((warn_unused_result, nonnull(1)));
+
+/*
  * Atomically write kr to path at mode 0600 (temp, fsync, rename, fsync of
  * the directory).  A keyring that exists keeps its owner and group (when
  * the caller may set them; otherwise the save fails and changes nothing).
+ * A value that would not parse back is refused first (-EINVAL, see
+ * rkfs_keyring_check_values()).
  */
 int rkfs_keyring_save(const struct rkfs_keyring *kr, const char *path,
 		      struct rkfs_error *err)
@@ -277,6 +341,34 @@ int rkfs_key_decode(unsigned char *key, const char *text, size_t len)
 /* Encode a key as "base64:..." into out (at least 64 bytes). */
 void rkfs_key_encode(char *out, size_t size, const unsigned char *key)
 	__attribute__((nonnull));
+
+/*
+ * What every process that holds keys does first: no core dumps
+ * (RLIMIT_CORE 0) and not dumpable (PR_SET_DUMPABLE 0: no core, no
+ * ptrace by other processes of the same user, /proc/PID owned by root).
+ * Returns 0 or the first -errno.
+ */
+int rkfs_protect_process(void);
+
+/*
+ * Can this process lock key memory?  sodium_malloc() quietly carries on
+ * when mlock() fails (RLIMIT_MEMLOCK, often 64 KiB or 8 MiB for users
+ * without CAP_IPC_LOCK), leaving keys swappable.  Tries to lock about as
+ * many pages as kr's keys and the sealing keys take (kr may be NULL).
+ * Returns 0, or -errno with a message for the operator in err (say it
+ * once, at start).
+ */
+int rkfs_keyring_lock_check(const struct rkfs_keyring *kr,
+			    struct rkfs_error *err)
+	__attribute__((warn_unused_result));
+
+/*
+ * Lock kr's secret regions again: generation keys, its sealing keys and
+ * the cache of derived passphrase keys.  mlock() does not survive
+ * fork(), so a daemon calls this after it daemonises.  Returns 0 or the
+ * first -errno (the rest are still tried).
+ */
+int rkfs_keyring_relock(const struct rkfs_keyring *kr) __attribute__((nonnull));
 
 /* Name of a state ("enabled"...). */
 const char *rkfs_gen_state_name(enum rkfs_gen_state s);

@@ -28,6 +28,8 @@
  * Choose where passphrases come from (at most one of file and command;
  * both NULL: the terminal) and install that source for sealed keyrings
  * with rkfs_keyring_set_passphrase_source_ex().  The strings are copied.
+ * A file or command also means a sealed keyring is expected:
+ * rkfs_keyring_require_sealed() is set accordingly (see keyring.h).
  * Returns 0, -EINVAL (both given, with err) or -ENOMEM.
  */
 int rkfs_passphrase_setup(const char *file, const char *command,

@@ -24,15 +24,29 @@
  *     without splitting its names, so it is rewritten in place under a
  *     journal: the new ciphertext is written to a temp file next to it and
  *     fsynced, then an intent record (RKFS_TMP_PREFIX<id>.intent in the
- *     backing root, written atomically) names the target inode, its path
- *     and the temp, and only then are the temp's bytes copied over the
- *     original inode (holes punched, size set, times restored, fsync).
- *     The record is removed, then the temp.  A run that finds a complete
- *     record replays the copy (idempotent) before anything else; so does
- *     rkfs_rekey_recover(), which a mount of the tree calls at mount time
- *     and when a read of a multiply-linked file fails authentication.  A
- *     mount of the tree thus finishes an interrupted in-place copy itself,
- *     and readers see the old or the new version.
+ *     backing root, written atomically, mode 0600, signed with a key
+ *     derived from the new generation: see intent.h) names the target
+ *     inode, its path, its old and new headers and the temp, and only then
+ *     are the temp's bytes copied over the original inode (holes punched,
+ *     size set, times restored, fsync).  The record is removed, then the
+ *     temp.  A run that finds a record replays the copy (idempotent)
+ *     before anything else; so does rkfs_rekey_recover(), which a mount of
+ *     the tree calls at mount time and when a read of a multiply-linked
+ *     file fails authentication.  Readers see the old or the new version.
+ *   - Anyone who can write in the backing tree can drop files there, so a
+ *     record is acted on only if it sits in the backing root, is owned by
+ *     the replaying process's user (or root) with mode 0600 and one link,
+ *     and authenticates under the generation that signed it; its data
+ *     temp must be ours in the same way, carry the recorded new header and
+ *     authenticate in full; the target must be the recorded inode at the
+ *     recorded path, which is resolved with openat2 beneath the root
+ *     without symlinks or mount crossings.  Unauthenticated records of
+ *     older builds (version 2) are honoured only when root owns the record
+ *     and its temp; version 1 records are refused.  A record that is ours
+ *     but cannot be replayed (signing generation disabled or destroyed, bad
+ *     MAC, target moved, new version damaged) is kept and reported with
+ *     how to finish by hand; records of other users are ignored (the tool
+ *     removes them like any stray temp file).
  *
  * Every function returns 0 or -errno; fatal problems (lock held, wrong
  * keyring, unreadable root) also fill err.  Per-file problems are not
@@ -155,19 +169,19 @@ int rkfs_rekey_run(struct rkfs_rekey_report *rep, const char *root,
 /*
  * Finish in-place rewrites interrupted by a crash (intent records in the
  * backing root), for a mount of the tree.  rootfd is the backing root, root
- * its name for messages; kr is used to tell a half-copied file from a
- * complete one (may be NULL: then every pending copy is replayed).
+ * its name for messages; kr authenticates the records and the new versions
+ * (NULL: nothing can be authenticated, nothing is replayed).
  *
  * Cheap when there is nothing to do: one listing of the root directory,
  * nothing written.  Otherwise takes LOCK_EX|LOCK_NB on RKFS_LOCK_NAME (if
  * a rekey run holds it, returns 0 at once: that run replays the records
- * itself), replays every complete record with the same code as the rekey
- * run, removes each finished record and its temp, and unlocks.  Records
- * it cannot parse and other temp files are left to the next rekey run.
- * A target that already authenticates completely on its own (the copy
- * never started, or the file was rewritten in a mount since) or whose
- * header is neither the recorded old one nor the new one is left as it
- * is and its record dropped, so nothing written since is overwritten.
+ * itself), replays every acceptable record (see above) with the same code
+ * as the rekey run, removes each finished record and its temp, and
+ * unlocks.  A target that already authenticates completely on its own
+ * (the copy never started, or the file was rewritten in a mount since) or
+ * whose header is neither the recorded old one nor the new one is left as
+ * it is and its record dropped, so nothing written since is overwritten.
+ * Records that are not acceptable are left in place for the tool.
  *
  * A target that is open elsewhere (its LOCK_EX cannot be taken) is left
  * for later, unless flags has RKFS_REKEY_RECOVER_IN_MOUNT: the caller is a
@@ -177,10 +191,13 @@ int rkfs_rekey_run(struct rkfs_rekey_report *rep, const char *root,
  * of the same tree is then not excluded; its writes to a half-copied file
  * may be overwritten by the copy).
  *
- * *replayed (may be NULL) counts the copies finished.  Returns 0, or the
- * first -errno of a copy that failed or of an unusable root (err set).
- * Callers in one process serialize their calls with a mutex: a second
- * call while one runs would find the lock taken and return at once.
+ * *replayed (may be NULL) counts the copies finished.  Returns 0, or for
+ * the first record that was not replayed and not busy, with err set to a
+ * message naming it: -EPERM (not ours, or refused; the message says how
+ * to finish by hand) or -EIO (the copy failed); also -errno for an
+ * unusable root.  The other records are still processed.  Callers in one
+ * process serialize their calls with a mutex: a second call while one
+ * runs would find the lock taken and return at once.
  */
 #define RKFS_REKEY_RECOVER_IN_MOUNT 1u
 int rkfs_rekey_recover(int rootfd, const char *root,

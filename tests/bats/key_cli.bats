@@ -360,11 +360,11 @@ assert d["primary"] == 3
 
 @test "a change keeps the keyring's owner and mode 0600" {
 	"$K" init --keyring "$KR"
-	chown 1234:5678 "$KR"
+	chown 0:5678 "$KR"
 	chmod 600 "$KR"
 	run "$K" add --keyring "$KR"
 	[ "$status" -eq 0 ]
-	[ "$(stat -c %u:%g:%a "$KR")" = 1234:5678:600 ]
+	[ "$(stat -c %u:%g:%a "$KR")" = 0:5678:600 ]
 	[ "$(field state 2)" = enabled ]
 	[ "$(ls "$RK_TMP" | grep -c tmp)" -eq 0 ]
 }

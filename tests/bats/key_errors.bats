@@ -194,6 +194,22 @@ snippet() {
 	[ "$(sort -n "$RK_TMP/fds" | tr '\n' ' ')" = "0 1 2 3 " ]
 }
 
+@test "key_command runs with umask 077 and only PATH, HOME and LANG" {
+	snippet '[generation 3]\nkey_command = umask > %s; env > %s; %s generate\n' \
+		"$RK_TMP/umask" "$RK_TMP/env" "$K"
+	run env SECRET_TOKEN=leak LD_PRELOAD= LANG=C.UTF-8 HOME=/root \
+		"$K" add --from "$RK_TMP/gen.ini" --keyring "$KR"
+	[ "$status" -eq 0 ]
+	[ "$(cat "$RK_TMP/umask")" = 0077 ]
+	! grep -q SECRET_TOKEN "$RK_TMP/env" || false
+	! grep -q LD_PRELOAD "$RK_TMP/env" || false
+	grep -qx 'LANG=C.UTF-8' "$RK_TMP/env"
+	grep -qx 'HOME=/root' "$RK_TMP/env"
+	grep -q '^PATH=' "$RK_TMP/env"
+	# dash adds PWD itself; nothing else is there
+	[ "$(cut -d= -f1 "$RK_TMP/env" | grep -v '^PWD$' | sort | tr '\n' ' ')" = "HOME LANG PATH " ]
+}
+
 @test "a swapped key_file is detected by its recorded check value" {
 	"$K" generate > "$RK_TMP/g3.key"
 	chmod 600 "$RK_TMP/g3.key"

@@ -8,6 +8,7 @@ load helpers
 setup() {
 	rk_setup
 	[ -x "$REKEYFS_REKEY" ] || skip "rekeyfs-rekey not built"
+	MKINTENT=$RK_BUILD/tests/mkintent
 }
 
 teardown() {
@@ -89,7 +90,7 @@ sums() {
 	[ "$(stat -c %b "$BACK/sparse")" -lt 2048 ]
 }
 
-@test "rekey crash: a leftover intent is replayed and stale temps are removed" {
+@test "rekey crash: a version 1 intent of an older build is refused with how to finish by hand" {
 	rk_keyring "$KR" "" 1
 	rk_mount
 	head -c 100000 /dev/urandom >"$MNT/a"
@@ -100,30 +101,41 @@ sums() {
 	rk_add_gen 2
 	rk_reload_to 2
 	rk_unmount
-	# fake a crash after the intent was written and half the copy was done:
-	# build the new version with a real run on a copy of the tree
+	# the state an older build left when killed mid-copy: the new version
+	# (made by a real run on a copy of the tree), an unauthenticated
+	# version 1 record next to the file, half the new bytes copied
 	cp -a "$BACK" "$RK_TMP/copy"
 	"$REKEYFS_REKEY" --keyring "$KR" -q "$RK_TMP/copy" >/dev/null
-	local ino size
+	local ino size tmp=.rekeyfs-tmp.00000000deadbeef
 	ino=$(stat -c %i "$BACK/a")
 	size=$(stat -c %s "$BACK/a")
-	cp "$RK_TMP/copy/a" "$BACK/.rekeyfs-tmp.00000000deadbeef"
+	cp "$RK_TMP/copy/a" "$BACK/$tmp"
+	chmod 600 "$BACK/$tmp"
 	printf 'rekeyfs-intent 1\ndev %s\nino %s\nsize %s\natime %s 0\nmtime %s 0\nname 61\nend\n' \
 		"$(stat -c %d "$BACK/a")" "$ino" "$size" "$(stat -c %X "$BACK/a")" \
-		"$(stat -c %Y "$BACK/a")" >"$BACK/.rekeyfs-tmp.00000000deadbeef.intent"
-	# first half of the new bytes over the old inode: unreadable as is
+		"$(stat -c %Y "$BACK/a")" >"$BACK/$tmp.intent"
+	chmod 600 "$BACK/$tmp.intent"
 	dd if="$RK_TMP/copy/a" of="$BACK/a" bs=4136 count=12 conv=notrunc status=none
+	cp "$BACK/a" "$RK_TMP/half"
 	# and a stale plain temp in a subdirectory
 	mkdir -p "$BACK/sub"
 	printf 'junk' >"$BACK/sub/.rekeyfs-tmp.0123456789abcdef"
 	run "$REKEYFS_REKEY" --keyring "$KR" --json -q "$BACK"
 	echo "$output"
-	[ "$status" -eq 0 ]
-	[ "$(echo "$output" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["resumed"], d["temps_removed"])')" = "1 3" ]
-	[ -z "$(find "$BACK" -name '.rekeyfs-tmp*')" ]
+	[ "$status" -eq 1 ]
+	[ "$(echo "$output" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["resumed"], d["temps_removed"])')" = "0 1" ]
+	echo "$output" | grep -q "version 1.*not replayed.*finish by hand.*cp --sparse=always '$tmp' 'a'"
+	# nothing was touched: the record, its temp and the half copy stay
+	[ -e "$BACK/$tmp.intent" ]
+	cmp "$BACK/$tmp" "$RK_TMP/copy/a"
+	cmp "$BACK/a" "$RK_TMP/half"
+	[ ! -e "$BACK/sub/.rekeyfs-tmp.0123456789abcdef" ]
+	# the README's way by hand finishes it
+	(cd "$BACK" && cp --sparse=always "$tmp" a && rm "$tmp.intent" "$tmp")
 	[ "$(stat -c %i "$BACK/a")" = "$ino" ]
 	[ "$(stat -c %i "$BACK/b")" = "$ino" ]
-	[ "$(rk_header_gen "$BACK/a")" = 2 ]
+	run "$REKEYFS_REKEY" --keyring "$KR" --json -q "$BACK"
+	[ "$status" -eq 0 ]
 	rk_mount
 	[ "$(sums)" = "$want" ]
 }
@@ -171,12 +183,13 @@ hex() {
 	printf '%s' "$1" | xxd -p | tr -d '\n'
 }
 
-# stage_inplace [HOW]: build, on an unmounted tree, the state a SIGKILL
-# leaves in the middle of an in-place rewrite of the hard-linked file
-# sub/a (also named b): the new version in a data temp next to it, a
-# complete intent record in the backing root, and the first 12 blocks of
-# the new version already over the old inode (HOW=none: nothing copied
-# yet).  Sets WANT (sha256 listing through a mount) and INO.
+# stage_inplace [HOW [FORMAT]]: build, on an unmounted tree, the state a
+# SIGKILL leaves in the middle of an in-place rewrite of the hard-linked
+# file sub/a (also named b): the new version in a data temp next to it, a
+# complete signed intent record in the backing root (FORMAT=v2: the
+# unauthenticated record of older builds), and the first 12 blocks of the
+# new version already over the old inode (HOW=none: nothing copied yet).
+# Sets WANT (sha256 listing through a mount) and INO.
 stage_inplace() {
 	rk_keyring "$KR" "" 1
 	rk_mount
@@ -195,11 +208,20 @@ stage_inplace() {
 	INO=$(stat -c %i "$BACK/sub/a")
 	local tmp=.rekeyfs-tmp.00000000cafef00d
 	cp "$RK_TMP/copy/sub/a" "$BACK/sub/$tmp"
-	printf 'rekeyfs-intent 2\ndev %s\nino %s\nsize %s\natime %s 0\nmtime %s 0\nold %s\ntarget %s\ntemp %s\nend\n' \
-		"$(stat -c %d "$BACK/sub/a")" "$INO" "$(stat -c %s "$BACK/sub/a")" \
-		"$(stat -c %X "$BACK/sub/a")" "$(stat -c %Y "$BACK/sub/a")" \
-		"$(head -c 32 "$BACK/sub/a" | xxd -p | tr -d '\n')" \
-		"$(hex sub/a)" "$(hex "sub/$tmp")" >"$BACK/$tmp.intent"
+	chmod 600 "$BACK/sub/$tmp"
+	if [ "${2:-}" = v2 ]; then
+		# unauthenticated, as builds before version 3 records wrote it
+		printf 'rekeyfs-intent 2\ndev %s\nino %s\nsize %s\natime %s 0\nmtime %s 0\nold %s\ntarget %s\ntemp %s\nend\n' \
+			"$(stat -c %d "$BACK/sub/a")" "$INO" "$(stat -c %s "$BACK/sub/a")" \
+			"$(stat -c %X "$BACK/sub/a")" "$(stat -c %Y "$BACK/sub/a")" \
+			"$(head -c 32 "$BACK/sub/a" | xxd -p | tr -d '\n')" \
+			"$(hex sub/a)" "$(hex "sub/$tmp")" >"$BACK/$tmp.intent"
+	else
+		${STAGE_HOOK:-true}
+		"$MKINTENT" "$KR" "$BACK" "${INTENT_TARGET:-sub/a}" "sub/$tmp" \
+			>"$BACK/$tmp.intent"
+	fi
+	chmod 600 "$BACK/$tmp.intent"
 	cp "$BACK/sub/a" "$RK_TMP/old_a"
 	if [ "${1:-}" != none ]; then
 		dd if="$RK_TMP/copy/sub/a" of="$BACK/sub/a" bs=4136 count=12 \
@@ -268,6 +290,70 @@ check_finished() {
 	[ "$(sums)" = "$WANT" ]
 	[ "$(sha256sum <"$MNT/b")" = "$(sha256sum <"$MNT/sub/a")" ]
 	check_finished
+}
+
+@test "rekey crash: an older build's interrupted in-place copy (root's record and temp) is still finished" {
+	stage_inplace "" v2
+	run "$REKEYFS_REKEY" --verify --keyring "$KR" --json -q "$BACK"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[ "$(echo "$output" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["resumed"], d["temps_removed"], d["failed"])')" = "1 2 0" ]
+	check_finished
+	rk_mount
+	[ "$(sums)" = "$WANT" ]
+}
+
+@test "rekey crash: a fresh mount finishes an older build's interrupted in-place copy" {
+	stage_inplace "" v2
+	rk_mount
+	[ "$(sums)" = "$WANT" ]
+	check_finished
+}
+
+# not_replayed: sub/a is still the half copy, record and temp are kept.
+not_replayed() {
+	cmp "$BACK/sub/a" "$RK_TMP/half"
+	[ -e "$BACK/.rekeyfs-tmp.00000000cafef00d.intent" ]
+	[ -e "$BACK/sub/.rekeyfs-tmp.00000000cafef00d" ]
+}
+
+@test "rekey crash: an intent record with a bad MAC is refused by the tool and by a mount" {
+	stage_inplace
+	cp "$BACK/sub/a" "$RK_TMP/half"
+	local rec=$BACK/.rekeyfs-tmp.00000000cafef00d.intent
+	# one bit of the MAC flipped
+	python3 - "$rec" <<'PY'
+import sys
+p = sys.argv[1]
+t = open(p).read()
+i = t.index('\nmac ') + 5
+t = t[:i] + ('1' if t[i] == '0' else '0') + t[i + 1:]
+open(p, 'w').write(t)
+PY
+	run "$REKEYFS_REKEY" --verify --keyring "$KR" --json -q "$BACK"
+	echo "$output"
+	[ "$status" -eq 1 ]
+	[ "$(echo "$output" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["resumed"])')" = 0 ]
+	echo "$output" | grep -q 'intent record does not authenticate.*not replayed.*finish by hand'
+	not_replayed
+	rk_mount
+	grep -q 'intent record does not authenticate' "$LOG"
+	! cat "$MNT/b" >/dev/null 2>&1 || false
+	not_replayed
+}
+
+@test "rekey crash: an intent record whose path has a symlinked component is refused" {
+	STAGE_HOOK="ln -s sub $BACK/link" INTENT_TARGET=link/a stage_inplace
+	cp "$BACK/sub/a" "$RK_TMP/half"
+	run "$REKEYFS_REKEY" --verify --keyring "$KR" --json -q "$BACK"
+	echo "$output"
+	[ "$status" -eq 1 ]
+	[ "$(echo "$output" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["resumed"])')" = 0 ]
+	echo "$output" | grep -Eq "the recorded path link/a no longer leads to the file.*now at (b|sub/a)\).*cp --sparse=always 'sub/.rekeyfs-tmp.00000000cafef00d' '(b|sub/a)'"
+	not_replayed
+	rk_mount
+	! cat "$MNT/sub/a" >/dev/null 2>&1 || false
+	not_replayed
 }
 
 @test "rekey crash: a mount finishes an interrupted in-place copy when it next reads the file" {
@@ -342,5 +428,67 @@ check_finished() {
 	[ "$(rk_header_gen "$BACK/d/big")" = "$gen" ]
 	[ "$(rk_header_gen "$BACK/d/small")" = "$gen" ]
 	[ -z "$(find "$BACK" -name '.rekeyfs-tmp*')" ]
+	[ "$(sums)" = "$want" ]
+}
+
+# kill_in_copy: start a rekey run to generation GEN on the unmounted tree
+# and SIGKILL it once the in-place copy of d/big has begun.  Returns 1 if
+# the run ended before.
+kill_in_copy() {
+	"$REKEYFS_REKEY" --keyring "$KR" --jobs 1 -q "$BACK" >/dev/null 2>&1 &
+	local pid=$! n=$((SECONDS + 60)) rec= tmp=
+	while [ "$SECONDS" -lt "$n" ] && kill -0 "$pid" 2>/dev/null; do
+		rec=$(compgen -G "$BACK/.rekeyfs-tmp.*.intent" | head -n 1) || true
+		[ -n "$rec" ] && break
+	done
+	[ -n "$rec" ] && tmp=$(sed -n 's/^temp //p' "$rec" | xxd -r -p)
+	while [ -n "$tmp" ] && [ "$SECONDS" -lt "$n" ] &&
+		kill -0 "$pid" 2>/dev/null &&
+		! cmp -s -n 32 "$BACK/d/big" "$BACK/$tmp"; do
+		:
+	done
+	local rc=1
+	[ -n "$tmp" ] && kill -9 "$pid" 2>/dev/null && rc=0
+	wait "$pid" || true
+	return "$rc"
+}
+
+@test "rekey crash: after SIGKILL in an in-place copy the next run, or a fresh mount, finishes it" {
+	rk_keyring "$KR" "" 1
+	rk_mount
+	mkdir "$MNT/d"
+	head -c $((64 * 1024 * 1024 + 3)) /dev/urandom >"$MNT/d/big"
+	ln "$MNT/d/big" "$MNT/big2"
+	local want ino
+	want=$(sums)
+	ino=$(stat -c %i "$BACK/d/big")
+	rk_add_gen 2
+	rk_add_gen 3
+	rk_unmount
+
+	# the next run: signed with generation 3, replayed by the tool
+	sed -i 's/^\[keyring\]$/[keyring]\nprimary = 2/' "$KR"
+	kill_in_copy || skip "the run finished before the kill"
+	[ -n "$(compgen -G "$BACK/.rekeyfs-tmp.*.intent")" ]
+	run "$REKEYFS_REKEY" --keyring "$KR" --json -q "$BACK"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[ "$(rk_header_gen "$BACK/big2")" = 2 ]
+	[ -z "$(find "$BACK" -name '.rekeyfs-tmp*')" ]
+
+	# a fresh mount, no tool in between
+	sed -i 's/^primary = 2$/primary = 3/' "$KR"
+	kill_in_copy || skip "the run finished before the kill"
+	[ -n "$(compgen -G "$BACK/.rekeyfs-tmp.*.intent")" ]
+	rk_mount
+	[ "$(sums)" = "$want" ]
+	[ -z "$(find "$BACK" -name '.rekeyfs-tmp*.intent')" ]
+	[ "$(stat -c %i "$BACK/big2")" = "$ino" ]
+	[ "$(stat -c %h "$BACK/d/big")" = 2 ]
+	rk_unmount
+	run "$REKEYFS_REKEY" --keyring "$KR" -q "$BACK"
+	[ "$status" -eq 0 ]
+	[ "$(rk_header_gen "$BACK/big2")" = 3 ]
+	rk_mount
 	[ "$(sums)" = "$want" ]
 }

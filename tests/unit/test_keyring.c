@@ -19,7 +19,9 @@
 
 #include "check.h"
 #include "rekeyfs/crypt.h"
+#include "rekeyfs/config.h"
 #include "rekeyfs/fsio.h"
+#include "rekeyfs/passphrase.h"
 
 #define NAME "kr.ini"
 
@@ -565,7 +567,7 @@ static void test_files(void)
 	memset(&err, 0, sizeof(err));
 	CHECK_EQ(rkfs_keyring_load(&b, path, 0, &err), -EPERM);
 	CHECK(b == NULL);
-	CHECK(strstr(err.msg, path) == err.msg);
+	CHECK(strstr(err.msg, path) != NULL);
 	CHECK(strstr(err.msg, "chmod 600") != NULL);
 	CHECK_EQ(rkfs_keyring_load(&b, path, RKFS_KR_NO_MODE_CHECK, &err), 0);
 	rkfs_keyring_free(b);
@@ -587,8 +589,144 @@ static void test_files(void)
 	unlink(path);
 	memset(&err, 0, sizeof(err));
 	CHECK_EQ(rkfs_keyring_load(&b, path, 0, &err), -ENOENT);
-	CHECK(strstr(err.msg, path) == err.msg);
+	CHECK(strstr(err.msg, path) != NULL);
 	rkfs_keyring_free(a);
+}
+
+/*
+ * The secret-file policy: one open with O_NOFOLLOW, checks on that fd, the
+ * directory chain, and the same rules for keyrings, key files, passphrase
+ * files and configs.
+ */
+static void test_secret_policy(void)
+{
+	struct rkfs_keyring *a, *b = NULL;
+	struct rkfs_config *cfg = NULL;
+	struct rkfs_error err = {0};
+	char dir[128], path[160], link[160], fifo[160], cpath[160];
+	char *pass;
+	int ret;
+
+	snprintf(dir, sizeof(dir), "%s/pol", tmpdir);
+	snprintf(path, sizeof(path), "%s/vault.keyring", dir);
+	snprintf(link, sizeof(link), "%s/link.keyring", dir);
+	snprintf(fifo, sizeof(fifo), "%s/fifo.keyring", dir);
+	snprintf(cpath, sizeof(cpath), "%s/vault.conf", dir);
+	SETUP(mkdir(dir, 0700) == 0);
+	SETUP(parse(&a, "[generation 1]\nkey = " K0 "\n", 0, &err) == 0);
+	CHECK_EQ(rkfs_keyring_save(a, path, &err), 0);
+	CHECK_EQ(rkfs_keyring_load(&b, path, 0, &err), 0);
+	rkfs_keyring_free(b);
+
+	/* A symbolic link is refused, not followed. */
+	SETUP(symlink("vault.keyring", link) == 0);
+	memset(&err, 0, sizeof(err));
+	CHECK_EQ(rkfs_keyring_load(&b, link, 0, &err), -ELOOP);
+	CHECK(strstr(err.msg, "symbolic link") != NULL);
+
+	/* A fifo is refused at once instead of blocking the open. */
+	SETUP(mkfifo(fifo, 0600) == 0);
+	memset(&err, 0, sizeof(err));
+	CHECK_EQ(rkfs_keyring_load(&b, fifo, 0, &err), -EINVAL);
+	CHECK(strstr(err.msg, "not a regular file") != NULL);
+
+	/* Owned by another user: refused even at mode 0600. */
+	SETUP(chown(path, 1234, 1234) == 0);
+	memset(&err, 0, sizeof(err));
+	CHECK_EQ(rkfs_keyring_load(&b, path, 0, &err), -EPERM);
+	CHECK(strstr(err.msg, "owner uid 1234") != NULL);
+	SETUP(chown(path, 0, 0) == 0);
+
+	/* A directory others may write: refused; sticky and root's: fine. */
+	SETUP(chmod(dir, 0777) == 0);
+	memset(&err, 0, sizeof(err));
+	CHECK_EQ(rkfs_keyring_load(&b, path, 0, &err), -EPERM);
+	CHECK(strstr(err.msg, "directory") != NULL);
+	SETUP(chmod(dir, 01777) == 0);
+	CHECK_EQ(rkfs_keyring_load(&b, path, 0, &err), 0);
+	rkfs_keyring_free(b);
+	SETUP(chmod(dir, 0700) == 0);
+
+	/* Config: may be world-readable, not group-writable. */
+	write_file(cpath, "[mount]\nkeyring = vault.keyring\n", 32, 0644);
+	CHECK_EQ(rkfs_config_load(&cfg, cpath, &err), 0);
+	rkfs_config_free(cfg);
+	cfg = NULL;
+	SETUP(chmod(cpath, 0664) == 0);
+	memset(&err, 0, sizeof(err));
+	CHECK_EQ(rkfs_config_load(&cfg, cpath, &err), -EPERM);
+	CHECK(cfg == NULL);
+	CHECK(strstr(err.msg, "writable") != NULL);
+	SETUP(chmod(cpath, 0644) == 0);
+	unlink(link);
+	SETUP(symlink("vault.conf", link) == 0);
+	memset(&err, 0, sizeof(err));
+	CHECK_EQ(rkfs_config_load(&cfg, link, &err), -ELOOP);
+
+	/* Passphrase files: no symlink, and a NUL byte is refused. */
+	pass = sodium_malloc(RKFS_PASSPHRASE_MAX);
+	SETUP(pass != NULL);
+	write_file(cpath, "secret\0more\n", 12, 0600);
+	memset(&err, 0, sizeof(err));
+	ret = rkfs_passphrase_read(pass, RKFS_PASSPHRASE_MAX, cpath, NULL,
+				   NULL, false, &err);
+	CHECK_EQ(ret, -EINVAL);
+	CHECK(strstr(err.msg, "NUL") != NULL);
+	write_file(cpath, "secret\n", 7, 0600);
+	CHECK_EQ(rkfs_passphrase_read(pass, RKFS_PASSPHRASE_MAX, cpath, NULL,
+				      NULL, false, &err), 0);
+	CHECK(strcmp(pass, "secret") == 0);
+	memset(&err, 0, sizeof(err));
+	CHECK_EQ(rkfs_passphrase_read(pass, RKFS_PASSPHRASE_MAX, link, NULL,
+				      NULL, false, &err), -ELOOP);
+	sodium_free(pass);
+
+	unlink(link);
+	unlink(fifo);
+	unlink(cpath);
+	unlink(path);
+	rmdir(dir);
+	rkfs_keyring_free(a);
+}
+
+/* Values without a safe INI spelling are refused before anything is written. */
+static void test_value_quoting(void)
+{
+	static const char *const bad[] = {
+		"a ;b", "a #b", ";a", "#a", " a", "a ", "a\nprimary = 9",
+		"a\tb\t", "",
+	};
+	struct rkfs_keyring *kr;
+	struct rkfs_error err = {0};
+	char path[128], longv[300];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "%s/q.keyring", tmpdir);
+	SETUP(parse(&kr, "[generation 1]\nkey = " K0 "\n", 0, &err) == 0);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		free(kr->gens[0].created);
+		kr->gens[0].created = strdup(bad[i]);
+		memset(&err, 0, sizeof(err));
+		CHECK_EQ(rkfs_keyring_save(kr, path, &err), -EINVAL);
+		CHECK(strstr(err.msg, "generation 1: created") != NULL);
+		CHECK(stat(path, &st) < 0);
+	}
+	memset(longv, 'x', sizeof(longv) - 1);
+	longv[sizeof(longv) - 1] = '\0';
+	free(kr->gens[0].created);
+	kr->gens[0].created = strdup(longv);
+	CHECK_EQ(rkfs_keyring_save(kr, path, &err), -EINVAL);
+	/* Inner ';', '#' and '=' are fine, and round-trip. */
+	free(kr->gens[0].created);
+	kr->gens[0].created = strdup("a;b#c=d");
+	CHECK_EQ(rkfs_keyring_save(kr, path, &err), 0);
+	rkfs_keyring_free(kr);
+	CHECK_EQ(rkfs_keyring_load(&kr, path, 0, &err), 0);
+	if (kr) {
+		CHECK(strcmp(kr->gens[0].created, "a;b#c=d") == 0);
+		rkfs_keyring_free(kr);
+	}
+	unlink(path);
 }
 
 static void test_key_codec(void)
@@ -622,6 +760,8 @@ int main(void)
 	test_round_trip();
 	test_files();
 	test_key_command();
+	test_secret_policy();
+	test_value_quoting();
 	rmdir(tmpdir);
 	return check_report("test_keyring");
 }

@@ -6,14 +6,19 @@
 #include "rekeyfs/keyring.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <sodium.h>
 
 #include "check.h"
 #include "rekeyfs/crypt.h"
+#include "rekeyfs/fsio.h"
+#include "rekeyfs/meta.h"
 
 #define NAME "sealed.ini"
 #define OPS 1ULL
@@ -290,6 +295,188 @@ static void test_timeout(void)
 				   "after 1 s") != NULL);
 }
 
+/* The sealed and unsealed keyrings of make_sealed()'s keys. */
+static void both(struct rkfs_keyring **sealed, struct rkfs_keyring **plain)
+{
+	struct rkfs_error err = {0};
+	char *text = make_sealed();
+	char *ptext;
+	size_t len;
+
+	SETUP(parse(sealed, text, &err) == 0);
+	SETUP(parse(plain, text, &err) == 0);
+	rkfs_keyring_unseal(*plain);
+	SETUP(rkfs_keyring_format(&ptext, &len, *plain) == 0);
+	rkfs_keyring_free(*plain);
+	SETUP(parse(plain, ptext, &err) == 0);
+	SETUP(!(*plain)->sealed);
+	sodium_free(ptext);
+	free(text);
+}
+
+static void test_downgrade(void)
+{
+	struct rkfs_keyring *sealed, *plain;
+	struct rkfs_error err = {0};
+	struct rkfs_generation *g;
+	uint32_t in_use[] = { 1, 3 };
+
+	both(&sealed, &plain);
+	CHECK_EQ(rkfs_keyring_check_downgrade(sealed, sealed, in_use, 2, &err),
+		 0);
+	CHECK_EQ(rkfs_keyring_check_downgrade(plain, sealed, NULL, 0, &err),
+		 0);
+	CHECK_EQ(rkfs_keyring_check_downgrade(sealed, plain, NULL, 0, &err),
+		 -EPERM);
+	CHECK(strstr(err.msg, "unsealed keyring in place of the "
+			      "passphrase-sealed one") != NULL);
+	/* Even the operator's override does not let a running mount go. */
+	rkfs_keyring_allow_unsealed(true);
+	CHECK_EQ(rkfs_keyring_check_downgrade(sealed, plain, NULL, 0, &err),
+		 -EPERM);
+	rkfs_keyring_allow_unsealed(false);
+	/* Destroying or dropping a generation that open files use. */
+	g = rkfs_keyring_find(plain, 3);
+	g->state = RKFS_GEN_DESTROYED;
+	memset(&err, 0, sizeof(err));
+	CHECK_EQ(rkfs_keyring_check_downgrade(plain, plain, in_use, 2, &err),
+		 -EPERM);
+	CHECK(strstr(err.msg, "destroys generation 3") != NULL);
+	g->number = 9;
+	memset(&err, 0, sizeof(err));
+	CHECK_EQ(rkfs_keyring_check_downgrade(plain, plain, in_use, 2, &err),
+		 -EPERM);
+	CHECK(strstr(err.msg, "without generation 3") != NULL);
+	CHECK_EQ(rkfs_keyring_check_downgrade(plain, plain, in_use, 1, &err),
+		 0);
+	/* A passphrase source given: an unsealed keyring is refused. */
+	CHECK_EQ(rkfs_keyring_check_sealed(plain, false, NULL, &err), 0);
+	rkfs_keyring_require_sealed(true);
+	memset(&err, 0, sizeof(err));
+	CHECK_EQ(rkfs_keyring_check_sealed(plain, false, NULL, &err), -EPERM);
+	CHECK(strstr(err.msg, "passphrase source was given") != NULL);
+	CHECK_EQ(rkfs_keyring_check_sealed(sealed, false, NULL, &err), 0);
+	rkfs_keyring_allow_unsealed(true);
+	CHECK_EQ(rkfs_keyring_check_sealed(plain, false, NULL, &err), 0);
+	rkfs_keyring_allow_unsealed(false);
+	rkfs_keyring_require_sealed(false);
+	rkfs_keyring_free(sealed);
+	rkfs_keyring_free(plain);
+}
+
+static char *read_meta(int fd)
+{
+	char *text;
+	size_t len;
+
+	SETUP(rkfs_read_small_file(&text, &len, fd, RKFS_META_NAME, 1 << 16,
+				   false) == 0);
+	return text;
+}
+
+static void write_meta(int fd, const char *text)
+{
+	SETUP(rkfs_write_atomic(fd, RKFS_META_NAME, text, strlen(text), 0644,
+				NULL) == 0);
+}
+
+/* The tree records a sealed keyring; dropping the record is seen. */
+static void test_meta_sealed(void)
+{
+	struct rkfs_keyring *sealed, *plain;
+	struct rkfs_error err = {0};
+	struct rkfs_meta *m = NULL;
+	char dir[] = "/tmp/rkfs-seal-XXXXXX";
+	char *text, *edited;
+	int fd;
+
+	both(&sealed, &plain);
+	SETUP(mkdtemp(dir) != NULL);
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	SETUP(fd >= 0);
+
+	/* An unsealed tree stays in the old format, readable by all. */
+	CHECK_EQ(rkfs_meta_open(&m, fd, dir, plain,
+				RKFS_META_CREATE | RKFS_META_RECORD, &err),
+		 0);
+	rkfs_meta_free(m);
+	text = read_meta(fd);
+	CHECK(strstr(text, "keyring = sealed") == NULL);
+	CHECK(strstr(text, "auth =") == NULL);
+	free(text);
+	CHECK_EQ(rkfs_meta_open(&m, fd, dir, plain, 0, &err), 0);
+	rkfs_meta_free(m);
+
+	/* A read-write open with the sealed keyring records it. */
+	CHECK_EQ(rkfs_meta_open(&m, fd, dir, sealed, RKFS_META_RECORD, &err),
+		 0);
+	CHECK(m && m->sealed);
+	rkfs_meta_free(m);
+	text = read_meta(fd);
+	CHECK(strstr(text, "keyring = sealed\n") != NULL);
+	CHECK(strstr(text, "auth = ") != NULL);
+
+	/* From now on the unsealed keyring is refused ... */
+	memset(&err, 0, sizeof(err));
+	CHECK_EQ(rkfs_meta_open(&m, fd, dir, plain, RKFS_META_RECORD, &err),
+		 -EPERM);
+	CHECK(m == NULL);
+	CHECK(strstr(err.msg, "passphrase-sealed") != NULL);
+	/* ... unless the operator says so. */
+	rkfs_keyring_allow_unsealed(true);
+	CHECK_EQ(rkfs_meta_open(&m, fd, dir, plain, 0, &err), 0);
+	rkfs_meta_free(m);
+	rkfs_keyring_allow_unsealed(false);
+
+	/* Deleting the record while an auth value stays: refused by all. */
+	edited = edit(text, "keyring = sealed\n", "");
+	write_meta(fd, edited);
+	free(edited);
+	memset(&err, 0, sizeof(err));
+	CHECK_EQ(rkfs_meta_open(&m, fd, dir, plain, 0, &err), -EBADMSG);
+	CHECK(strstr(err.msg, "was edited") != NULL);
+	CHECK_EQ(rkfs_meta_open(&m, fd, dir, sealed, 0, &err), -EBADMSG);
+	/* Also when no key of the tree is at hand to verify anything. */
+	edited = edit(text, "keyring = sealed\n", "");
+	{
+		char *a = strstr(edited, "[generation 1]");
+
+		SETUP(a != NULL);
+		memcpy(a, "[generation 7]", 14);
+	}
+	write_meta(fd, edited);
+	free(edited);
+	memset(&err, 0, sizeof(err));
+	CHECK_EQ(rkfs_meta_open(&m, fd, dir, plain, 0, &err), -EBADMSG);
+	CHECK(strstr(err.msg, "no \"keyring = sealed\" record") != NULL);
+
+	/* A changed auth value is seen by a holder of the key. */
+	edited = strdup(text);
+	SETUP(edited != NULL);
+	{
+		char *a = strstr(edited, "auth = ") + 7;
+
+		*a = *a == '0' ? '1' : '0';
+	}
+	write_meta(fd, edited);
+	free(edited);
+	memset(&err, 0, sizeof(err));
+	CHECK_EQ(rkfs_meta_open(&m, fd, dir, sealed, 0, &err), -EBADMSG);
+	CHECK(strstr(err.msg, "auth value of generation 1") != NULL);
+
+	/* Restored, it opens again with the sealed keyring. */
+	write_meta(fd, text);
+	CHECK_EQ(rkfs_meta_open(&m, fd, dir, sealed, 0, &err), 0);
+	rkfs_meta_free(m);
+	free(text);
+
+	unlinkat(fd, RKFS_META_NAME, 0);
+	close(fd);
+	rmdir(dir);
+	rkfs_keyring_free(sealed);
+	rkfs_keyring_free(plain);
+}
+
 int main(void)
 {
 	SETUP(rkfs_crypt_init() == 0);
@@ -299,6 +486,8 @@ int main(void)
 	test_edits();
 	test_params();
 	test_timeout();
+	test_downgrade();
+	test_meta_sealed();
 	rkfs_keyring_forget_passphrases();
 	return check_report("test_seal");
 }
