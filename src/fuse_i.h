@@ -93,6 +93,10 @@ struct node {
 	struct rkfs_file file;	/* (L) */
 };
 
+/* The generations of the files open in the mount (may repeat); *out is
+ * malloc'd (NULL if none or out of memory).  Returns their count. */
+size_t rkfs_nodes_open_generations(uint32_t **out);
+
 /* Rebind every node whose file a rekey replaced (see fuse_node.c). */
 void rkfs_nodes_sweep(void);
 

@@ -142,6 +142,18 @@ static int reload_locked(const char *why)
 	if (stat(rkfs_ms->keyring, &kr_seen) < 0)
 		memset(&kr_seen, 0, sizeof(kr_seen));
 	ret = rkfs_keyring_load(&kr, rkfs_ms->keyring, RKFS_KR_LOAD_KEYS, &err);
+	if (ret == 0) {
+		/* Never a sealed keyring replaced by an unsealed one, nor a
+		 * generation taken away from files open right now. */
+		uint32_t *gens = NULL;
+		size_t ngens = rkfs_nodes_open_generations(&gens);
+
+		k = kr_get();
+		ret = rkfs_keyring_check_downgrade(k->kr, kr, gens, ngens,
+						   &err);
+		kr_put(k);
+		free(gens);
+	}
 	if (ret == 0)
 		ret = rkfs_meta_check(rkfs_ms->meta, kr, rkfs_ms->root, &err);
 	if (ret == 0 && !rkfs_ms->ro && kr->primary)
@@ -176,9 +188,7 @@ void rkfs_fs_relock_keys(void)
 {
 	struct kref *k = kr_get();
 
-	for (size_t i = 0; i < k->kr->count; i++)
-		if (k->kr->gens[i].key)
-			(void)sodium_mlock(k->kr->gens[i].key, RKFS_KEY_LEN);
+	(void)rkfs_keyring_relock(k->kr);
 	kr_put(k);
 }
 

@@ -75,7 +75,13 @@ static void usage(FILE *out)
 	    "config)\n"
 	    "  --config FILE              read [mount] settings from FILE\n"
 	    "  --passphrase-file FILE     passphrase of a sealed keyring\n"
-	    "  --passphrase-command CMD   command printing that passphrase\n"
+	    "  --passphrase-command CMD   command printing that passphrase; the\n"
+	    "                             command line is visible to every user\n"
+	    "                             in /proc/PID/cmdline (ps): prefer\n"
+	    "                             passphrase_command in the --config file\n"
+	    "  --allow-unsealed           accept an unsealed keyring although a\n"
+	    "                             passphrase source is given or the tree\n"
+	    "                             recorded a sealed one (logged)\n"
 	    "  -f                         stay in the foreground\n"
 	    "  -d                         debug output (implies -f)\n"
 	    "  -s                         single-threaded\n"
@@ -154,12 +160,13 @@ static bool has_opt(const char *list, const char *opt)
 
 static int parse_args(struct opts *o, int argc, char **argv)
 {
-	enum { OPT_KEYRING = 256, OPT_CONFIG, OPT_PFILE, OPT_PCMD };
+	enum { OPT_KEYRING = 256, OPT_CONFIG, OPT_PFILE, OPT_PCMD, OPT_UNSEALED };
 	static const struct option longopts[] = {
 	    {"keyring", required_argument, NULL, OPT_KEYRING},
 	    {"config", required_argument, NULL, OPT_CONFIG},
 	    {"passphrase-file", required_argument, NULL, OPT_PFILE},
 	    {"passphrase-command", required_argument, NULL, OPT_PCMD},
+	    {"allow-unsealed", no_argument, NULL, OPT_UNSEALED},
 	    {"help", no_argument, NULL, 'h'},
 	    {"version", no_argument, NULL, 'V'},
 	    {NULL, 0, NULL, 0},
@@ -180,6 +187,9 @@ static int parse_args(struct opts *o, int argc, char **argv)
 			break;
 		case OPT_PCMD:
 			o->passphrase_command = optarg;
+			break;
+		case OPT_UNSEALED:
+			rkfs_keyring_allow_unsealed(true);
 			break;
 		case 'f':
 			o->foreground = true;
@@ -718,6 +728,8 @@ int main(int argc, char **argv)
 		die_msg("%s", err.msg[0] ? err.msg : strerror(-ret));
 		goto out;
 	}
+	if (rkfs_keyring_lock_check(kr, &err) < 0)
+		rkfs_log(LOG_WARNING, "%s", err.msg);
 
 	code = EXIT_BACKING;
 	if (stat(opt.backing, &st) < 0) {

@@ -730,3 +730,49 @@ void rkfs_nodes_sweep(void)
 		}
 	}
 }
+
+size_t rkfs_nodes_open_generations(uint32_t **out)
+{
+	struct node **all = NULL;
+	uint32_t *gens = NULL;
+	size_t count = 0, cap = 0, ngens = 0;
+
+	*out = NULL;
+	/* Gather the regular files first: a node's lock is never taken
+	 * under the table's. */
+	pthread_mutex_lock(&table_mu);
+	for (size_t b = 0; b < NODE_BUCKETS; b++) {
+		for (struct node *n = by_ino[b]; n; n = n->next) {
+			if (n->type != S_IFREG)
+				continue;
+			if (count == cap) {
+				size_t ncap = cap ? cap * 2 : 256;
+				struct node **na =
+				    realloc(all, ncap * sizeof(*na));
+
+				if (na == NULL)
+					goto gathered;
+				all = na;
+				cap = ncap;
+			}
+			n->refs++;
+			all[count++] = n;
+		}
+	}
+gathered:
+	pthread_mutex_unlock(&table_mu);
+	gens = calloc(count ? count : 1, sizeof(*gens));
+	for (size_t i = 0; i < count; i++) {
+		struct node *n = all[i];
+
+		pthread_rwlock_rdlock(&n->lock);
+		if (gens && n->opens > 0 && n->loaded &&
+		    rkfs_file_generation(&n->file) != 0)
+			gens[ngens++] = rkfs_file_generation(&n->file);
+		pthread_rwlock_unlock(&n->lock);
+		node_put(n);
+	}
+	free(all);
+	*out = gens;
+	return ngens;
+}
