@@ -48,6 +48,9 @@ stage_victim() {
 	head -c 50000 /dev/urandom >"$MNT/u/mine"
 	VICTIM_SUM=$(sha256sum <"$MNT/victim")
 	rk_unmount
+	# A backing root others can reach (initialisation makes it 0700):
+	# the setting where users own backing files they can edit.
+	chmod 755 "$BACK"
 	chown -R nobody:nogroup "$BACK/u"
 	chmod 644 "$BACK/victim"
 	cp "$BACK/victim" "$RK_TMP/victim.orig"
