@@ -4,7 +4,7 @@
 #   make check           unit tests, then the bats end-to-end suite (needs root + /dev/fuse)
 #   make asan            the whole check under ASan+UBSan (separate build dir)
 #   make stress          longer randomized and crash runs
-#   make bench           side-by-side benchmark against a plain dir, gocryptfs and securefs
+#   make bench           side-by-side benchmark against a plain dir, passthrough_ll, gocryptfs and securefs
 #   make deps            install the Debian packages needed (as root; skipped if present)
 #   make demo            build, then mount a demo vault, rotate its key and rekey it
 #   make install PREFIX=/usr/local

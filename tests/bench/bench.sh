@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# make bench: rekeyfs side by side with a plain directory, gocryptfs and
-# securefs, in one run.  Every round runs every row on every target, so
-# noise from the rest of the machine hits all of them alike; the table shows
-# medians over the rounds.  A benchmark, not a test: it exits non-zero only
-# when a measurement could not be taken.
+# make bench: rekeyfs side by side with a plain directory, libfuse's
+# passthrough_ll example (FUSE without crypto: the ceiling for any FUSE
+# filesystem), gocryptfs and securefs, in one run.  Every round runs every
+# row on every target, so noise from the rest of the machine hits all of
+# them alike; the table shows medians over the rounds.  A benchmark, not a
+# test: it exits non-zero only when a measurement could not be taken.
 #
 # Environment:
 #   REKEYFS_BUILD   build directory with the rekeyfs daemon (make sets it)
@@ -12,11 +13,29 @@
 #   BENCH_RAND_MB   random-I/O file size in MiB (default 256)
 #   BENCH_RUNTIME   seconds per random-I/O run (default 10)
 #   BENCH_FILES     small files per round (default 5000)
-#   BENCH_TARGETS   subset of "plain rekeyfs gocryptfs securefs"
-#   BENCH_ROWS      subset of the rows (seq_write seq_read rand_read
-#                   rand_write small_create small_stat small_read
-#                   small_delete); seq_read needs seq_write, the small_*
-#                   rows need small_create
+#   BENCH_TREE_FILES files in the untar tree (default 5500): the first
+#                   regular files of /usr/include in path order, repeated
+#                   in numbered copies when it holds fewer
+#   BENCH_TARGETS   subset of "plain passthrough_ll rekeyfs gocryptfs
+#                   securefs"; passthrough_ll is compiled into
+#                   $REKEYFS_BUILD/bench from the example source that
+#                   libfuse3-dev ships, and left out when that is missing
+#   BENCH_ROWS      subset of the rows, in this order by default:
+#                     seq_write      dd 1 MiB blocks + fsync (MiB/s)
+#                     seq_read       the same file, cold (MiB/s)
+#                     rand_read      fio 4 KiB random reads (IOPS)
+#                     rand_write     fio 4 KiB random writes (IOPS)
+#                     rand_write_2j  the same with 2 jobs, a file each (IOPS)
+#                     small_create   create small files (files/s)
+#                     small_stat     stat them, cold (files/s)
+#                     small_read     read them, cold (files/s)
+#                     small_delete   unlink them (files/s)
+#                     untar          tar -xf of the tree (files/s)
+#                     ls_lr          ls -lR of the tree, cold (files/s)
+#                     rm_rf          rm -rf of the tree (files/s)
+#                   seq_read needs seq_write, small_stat, small_read and
+#                   small_delete need small_create, ls_lr and rm_rf need
+#                   untar
 #   BENCH_DIR       where backing directories go (default /var/tmp)
 #   BENCH_QUICK=1   tiny sizes: a smoke run of the whole pipeline
 #   BENCH_KEEP=1    keep the work directory (it is printed)
@@ -34,14 +53,17 @@ if [ "${BENCH_QUICK:-0}" = 1 ]; then
 	RAND_MB=${BENCH_RAND_MB:-8}
 	RUNTIME=${BENCH_RUNTIME:-1}
 	NFILES=${BENCH_FILES:-200}
+	TREE_FILES=${BENCH_TREE_FILES:-300}
 else
 	ROUNDS=${BENCH_ROUNDS:-5}
 	SIZE_MB=${BENCH_SIZE_MB:-512}
 	RAND_MB=${BENCH_RAND_MB:-256}
 	RUNTIME=${BENCH_RUNTIME:-10}
 	NFILES=${BENCH_FILES:-5000}
+	TREE_FILES=${BENCH_TREE_FILES:-5500}
 fi
-TARGETS=${BENCH_TARGETS:-plain rekeyfs gocryptfs securefs}
+ALL_TARGETS="plain passthrough_ll rekeyfs gocryptfs securefs"
+TARGETS=${BENCH_TARGETS:-$ALL_TARGETS}
 BASE=${BENCH_DIR:-/var/tmp}
 PASS=bench
 
@@ -50,13 +72,13 @@ die() {
 	exit 1
 }
 
-for v in ROUNDS SIZE_MB RAND_MB RUNTIME NFILES; do
+for v in ROUNDS SIZE_MB RAND_MB RUNTIME NFILES TREE_FILES; do
 	[[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "BENCH_$v must be a positive integer, not '${!v}'"
 done
 for t in $TARGETS; do
 	case $t in
-	plain | rekeyfs | gocryptfs | securefs) ;;
-	*) die "unknown target '$t' in BENCH_TARGETS (plain rekeyfs gocryptfs securefs)" ;;
+	plain | passthrough_ll | rekeyfs | gocryptfs | securefs) ;;
+	*) die "unknown target '$t' in BENCH_TARGETS ($ALL_TARGETS)" ;;
 	esac
 done
 
@@ -150,6 +172,42 @@ start_daemon() {
 	wait_mount "$mnt" "$pid" "$log"
 }
 
+# build_passthrough_ll: compile libfuse's passthrough_ll example (shipped as
+# documentation by libfuse3-dev, possibly gzipped) into $BUILD/bench, so the
+# binary always matches the installed libfuse.  Sets PTLL; returns 1 with a
+# note when the source or a compiler is missing.
+PTLL_SRC=/usr/share/doc/libfuse3-dev/examples
+PTLL=
+build_passthrough_ll() {
+	local src=$WORK/passthrough_ll.src f
+	[ -n "$PTLL" ] && return 0
+	mkdir -p "$src"
+	for f in passthrough_ll.c passthrough_helpers.h; do
+		if [ -f "$PTLL_SRC/$f" ]; then
+			cp "$PTLL_SRC/$f" "$src/$f"
+		elif [ -f "$PTLL_SRC/$f.gz" ]; then
+			gzip -dc "$PTLL_SRC/$f.gz" >"$src/$f"
+		else
+			echo "bench: $PTLL_SRC/$f is missing (package libfuse3-dev, or a" \
+				"dpkg path-exclude for /usr/share/doc); passthrough_ll skipped" >&2
+			return 1
+		fi
+	done
+	if ! have cc || ! have pkg-config; then
+		echo "bench: cc or pkg-config is missing; passthrough_ll skipped" >&2
+		return 1
+	fi
+	mkdir -p "$BUILD/bench"
+	# shellcheck disable=SC2046 # pkg-config prints several words
+	cc -O2 -w -I"$src" -o "$BUILD/bench/passthrough_ll" "$src/passthrough_ll.c" \
+		$(pkg-config --cflags --libs fuse3) >"$WORK/passthrough_ll.cc.log" 2>&1 || {
+		echo "bench: passthrough_ll did not compile; passthrough_ll skipped:" >&2
+		sed 's/^/  /' "$WORK/passthrough_ll.cc.log" >&2
+		return 1
+	}
+	PTLL=$BUILD/bench/passthrough_ll
+}
+
 # setup_target T: create and mount T; set DIR_T (the directory to measure).
 declare -A DIR
 setup_target() {
@@ -159,6 +217,12 @@ setup_target() {
 	plain)
 		DIR[$t]=$back
 		return 0
+		;;
+	passthrough_ll)
+		build_passthrough_ll || return 1
+		# default options, like every other target: multithreaded,
+		# attribute and entry timeouts of 1 s, no writeback cache
+		start_daemon "$mnt" "$log" "$PTLL" -f -o source="$back" "$mnt" || return 1
 		;;
 	rekeyfs)
 		[ -x "$BUILD/rekeyfs" ] || {
@@ -212,11 +276,15 @@ m_seq_read() {
 	rate "$SIZE_MB" "$t0" "$t1"
 }
 
+# m_fio DIR RW KIND [FIO OPTION...]: one fio run, prints the IOPS summed
+# over its jobs.  The default file is DIR/rand.dat, made at setup.
 m_fio() {
 	local d=$1 rw=$2 kind=$3 out=$WORK/fio.json
+	shift 3
+	[ $# -gt 0 ] || set -- --filename="$d/rand.dat" --size="${RAND_MB}M"
 	drop_caches
-	fio --name=bench --filename="$d/rand.dat" --rw="$rw" --bs=4k \
-		--size="${RAND_MB}M" --runtime="$RUNTIME" --time_based \
+	fio --name=bench "$@" --rw="$rw" --bs=4k \
+		--runtime="$RUNTIME" --time_based \
 		--ioengine=psync --direct=0 --end_fsync=1 \
 		--output-format=json --output="$out" >/dev/null 2>"$WORK/fio.err" ||
 		{ cat "$WORK/fio.err" >&2; return 1; }
@@ -224,32 +292,100 @@ m_fio() {
 }
 m_rand_read() { m_fio "$1" randread read; }
 m_rand_write() { m_fio "$1" randwrite write; }
+# two writers at once, each on its own half-size file (rand2.0.dat and
+# rand2.1.dat, made at setup), so the data set is that of rand_write
+RAND2_MB=$(((RAND_MB + 1) / 2))
+m_rand_write_2j() {
+	# shellcheck disable=SC2016 # $jobnum is fio's, not the shell's
+	m_fio "$1" randwrite write --numjobs=2 --directory="$1" \
+		--filename_format='rand2.$jobnum.dat' --size="${RAND2_MB}M"
+}
 
 m_small_create() { python3 "$LIB" small create "$1" "$NFILES"; }
 m_small_stat() { drop_caches; python3 "$LIB" small stat "$1" "$NFILES"; }
 m_small_read() { drop_caches; python3 "$LIB" small read "$1" "$NFILES"; }
 m_small_delete() { python3 "$LIB" small delete "$1" "$NFILES"; }
 
-ALL_ROWS="seq_write seq_read rand_read rand_write small_create small_stat small_read small_delete"
+# The tree: TREE_TAR holds TREE_FILES regular files (made once per run, see
+# BENCH_TREE_FILES); untar extracts it into DIR/tree as a user would (no
+# chown), without a sync, ls_lr lists it cold, rm_rf removes it.
+TREE_TAR=
+m_untar() {
+	local d=$1 t0 t1
+	if [ -e "$d/tree" ]; then
+		rm -rf "$d/tree" || return 1
+	fi
+	mkdir "$d/tree" || return 1
+	cat "$TREE_TAR" >/dev/null # the tarball itself comes from the page cache
+	t0=$(now)
+	tar -C "$d/tree" --no-same-owner -xf "$TREE_TAR" || return 1
+	t1=$(now)
+	rate "$TREE_FILES" "$t0" "$t1"
+}
+m_ls_lr() {
+	local d=$1 t0 t1 n
+	[ -d "$d/tree" ] || { echo "bench: $d/tree is missing (ls_lr needs untar)" >&2; return 1; }
+	drop_caches
+	t0=$(now)
+	ls -lR "$d/tree" >/dev/null || return 1
+	t1=$(now)
+	n=$(find "$d/tree" -type f | wc -l)
+	[ "$n" = "$TREE_FILES" ] || { echo "bench: $d/tree holds $n of $TREE_FILES files" >&2; return 1; }
+	rate "$TREE_FILES" "$t0" "$t1"
+}
+m_rm_rf() {
+	local d=$1 t0 t1
+	[ -d "$d/tree" ] || { echo "bench: $d/tree is missing (rm_rf needs untar)" >&2; return 1; }
+	t0=$(now)
+	rm -rf "$d/tree" || return 1
+	t1=$(now)
+	[ ! -e "$d/tree" ] || return 1
+	rate "$TREE_FILES" "$t0" "$t1"
+}
+
+ALL_ROWS="seq_write seq_read rand_read rand_write rand_write_2j small_create small_stat small_read small_delete untar ls_lr rm_rf"
 ROWS=${BENCH_ROWS:-$ALL_ROWS}
 for row in $ROWS; do
 	[[ " $ALL_ROWS " == *" $row "* ]] || die "unknown row '$row' in BENCH_ROWS ($ALL_ROWS)"
 done
+# rows that work on what an earlier row left behind
+for dep in seq_read:seq_write small_stat:small_create small_read:small_create \
+	small_delete:small_create ls_lr:untar rm_rf:untar; do
+	row=${dep%%:*} first=${dep#*:}
+	[[ " $ROWS " != *" $row "* || " $ROWS " == *" $first "*"$row "* ]] ||
+		die "BENCH_ROWS: $row needs $first before it"
+done
 
 # --- run ---------------------------------------------------------------------
 
+if [[ " $ROWS " == *" untar "* ]]; then
+	TREE_TAR=$WORK/tree.tar
+	tree_info=$(python3 "$LIB" mktree "$TREE_TAR" /usr/include "$TREE_FILES") ||
+		die "cannot build the untar tree from /usr/include"
+else
+	tree_info="not built"
+fi
 echo "rekeyfs bench: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $(uname -r)"
 echo "  rounds $ROUNDS; sequential $SIZE_MB MiB; random 4 KiB on $RAND_MB MiB for ${RUNTIME}s; $NFILES small files"
+echo "  untar tree: $tree_info"
 echo "  backing directories in $WORK ($(findmnt -n -o FSTYPE -T "$WORK"))"
-echo "  versions: $(gocryptfs -version 2>/dev/null | cut -d';' -f1); securefs $(dpkg-query -W -f "\${Version}" securefs 2>/dev/null); fio $(fio --version)"
+echo "  versions: libfuse $(pkg-config --modversion fuse3 2>/dev/null); $(gocryptfs -version 2>/dev/null | cut -d';' -f1); securefs $(dpkg-query -W -f "\${Version}" securefs 2>/dev/null); fio $(fio --version)"
 
 ACTIVE=()
 for t in $TARGETS; do
 	if setup_target "$t"; then
 		ACTIVE+=("$t")
-		# the file the random-I/O rows work on
-		dd if=/dev/zero of="${DIR[$t]}/rand.dat" bs=1M count="$RAND_MB" conv=fsync status=none ||
-			die "$t: cannot create the random-I/O file"
+		# the files the random-I/O rows work on
+		files=
+		case " $ROWS " in
+		*" rand_read "* | *" rand_write "*) files="rand.dat:$RAND_MB" ;;
+		esac
+		[[ " $ROWS " == *" rand_write_2j "* ]] &&
+			files+=" rand2.0.dat:$RAND2_MB rand2.1.dat:$RAND2_MB"
+		for f in $files; do
+			dd if=/dev/zero of="${DIR[$t]}/${f%%:*}" bs=1M count="${f#*:}" conv=fsync status=none ||
+				die "$t: cannot create the random-I/O file ${f%%:*}"
+		done
 	else
 		echo "bench: $t could not be set up; left out of the table" >&2
 	fi
@@ -264,7 +400,7 @@ for r in $(seq 1 "$ROUNDS"); do
 	# rotate the order each round so no target always runs first
 	for i in $(seq 0 $((n - 1))); do
 		t=${ACTIVE[$(((i + r - 1) % n))]}
-		line="round $r/$ROUNDS  $(printf '%-9s' "$t")"
+		line="round $r/$ROUNDS  $(printf '%-14s' "$t")"
 		for row in $ROWS; do
 			if v=$("m_$row" "${DIR[$t]}") && [ -n "$v" ]; then
 				:
