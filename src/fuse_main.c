@@ -856,16 +856,13 @@ int main(int argc, char **argv)
 	if (opt.single) {
 		ret = fuse_session_loop(se);
 	} else {
-		struct fuse_loop_config *lc = fuse_loop_cfg_create();
+		/* The API-3.5 form of the loop config (FUSE_USE_VERSION
+		 * 35): fuse_loop_cfg_create() makes the 3.12 one, which
+		 * this loop would misread. */
+		struct fuse_loop_config lc = {.clone_fd = 0,
+					      .max_idle_threads = 10};
 
-		if (lc == NULL) {
-			ret = -ENOMEM;
-		} else {
-			fuse_loop_cfg_set_clone_fd(lc, 0);
-			fuse_loop_cfg_set_idle_threads(lc, 10);
-			ret = fuse_session_loop_mt(se, lc);
-			fuse_loop_cfg_destroy(lc);
-		}
+		ret = fuse_session_loop_mt(se, &lc);
 	}
 	code = ret == 0 ? 0 : EXIT_FUSE;
 	stop_reload_thread();
