@@ -352,8 +352,9 @@ void op_statfs(fuse_req_t req, fuse_ino_t ino)
 
 /* ---- xattrs, through /proc/self/fd of the node's fd ---- */
 
-void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
-		 size_t size)
+/* getxattr of name, or listxattr when name is NULL. */
+static void read_xattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+		       size_t size)
 {
 	struct node *n = node_of(ino);
 	char proc[PROC_FD_LEN], *buf = NULL;
@@ -367,7 +368,8 @@ void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 	fd = node_fd_get(n);
 	proc_fd_path(proc, sizeof(proc), fd);
 	/* A /proc/self/fd link: the node's inode (a symlink's own). */
-	len = getxattr(proc, name, buf, size);
+	len = name ? getxattr(proc, name, buf, size)
+		   : listxattr(proc, buf, size);
 	if (len < 0)
 		len = -errno;
 	node_fd_put(n);
@@ -380,31 +382,15 @@ void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 	free(buf);
 }
 
+void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+		 size_t size)
+{
+	read_xattr(req, ino, name, size);
+}
+
 void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
-	struct node *n = node_of(ino);
-	char proc[PROC_FD_LEN], *buf = NULL;
-	ssize_t len;
-	int fd;
-
-	if (size && (buf = malloc(size)) == NULL) {
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
-	fd = node_fd_get(n);
-	proc_fd_path(proc, sizeof(proc), fd);
-	/* A /proc/self/fd link: the node's inode (a symlink's own). */
-	len = listxattr(proc, buf, size);
-	if (len < 0)
-		len = -errno;
-	node_fd_put(n);
-	if (len < 0)
-		fuse_reply_err(req, (int)-len);
-	else if (size == 0)
-		fuse_reply_xattr(req, (size_t)len);
-	else
-		fuse_reply_buf(req, buf, (size_t)len);
-	free(buf);
+	read_xattr(req, ino, NULL, size);
 }
 
 /* setxattr, or removexattr when value is NULL. */
