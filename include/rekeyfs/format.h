@@ -71,9 +71,14 @@
  * block is sealed with the file's key, so only a key holder can grant the
  * permission, and it is monotonic for a file id (never taken back until
  * the file starts afresh with a new id), so rolling back the final block
- * to an older version cannot grant it either.  A file whose final block
- * fails to authenticate proves nothing: its zero blocks are refused, and
- * a write or truncate that seals a new final block seals it with mark 1.
+ * to an older version cannot grant it either; for the same reason any
+ * block of the file that authenticates as a final block with mark 2 (an
+ * older final block left in place by a crash, say) is proof enough.  A
+ * file whose final block fails to authenticate proves nothing: its zero
+ * blocks are refused, and a write or truncate that seals a new final block
+ * seals it with mark 1.  So a crash that tears the final block of a file
+ * with holes makes its holes unreadable as well as that block, and a
+ * repair must not grant mark 2 without such proof.
  *
  * Per-file key: BLAKE2b-256(key = generation key,
  *                           "rekeyfs v1 content" || file id).
