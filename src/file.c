@@ -899,12 +899,6 @@ static uint64_t next_data(int fd, uint64_t from)
 	return (uint64_t)d;
 }
 
-/*
- * Walk every non-hole block of f in chunks: decrypt each into plain and
- * call emit(arg, index, plain, len, final).  Holes are skipped with
- * SEEK_DATA, then confirmed block by block (all-zero ciphertext); in a
- * file that may have no holes, either is -EBADMSG at the first such block.
- */
 /* Block i is all zero: 0 if f may have holes, else -EBADMSG or -errno. */
 static int hole_or_bad(const struct rkfs_file *f, int fd, uint64_t i,
 		       uint64_t *bad_block)
@@ -921,6 +915,12 @@ static int hole_or_bad(const struct rkfs_file *f, int fd, uint64_t i,
 	return ok;
 }
 
+/*
+ * Walk every non-hole block of f in chunks: decrypt each into plain and
+ * call emit(arg, index, plain, len, final).  Holes are skipped with
+ * SEEK_DATA, then confirmed block by block (all-zero ciphertext); in a
+ * file that may have no holes, either is -EBADMSG at the first such block.
+ */
 typedef int (*emit_fn)(void *arg, uint64_t index, const uint8_t *plain,
 		       size_t len, int final);
 
