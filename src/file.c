@@ -131,8 +131,8 @@ static int open_final(const struct rkfs_file *f, uint8_t *out,
 				       f->key);
 	mark = holes_get(f) == RKFS_MARK_FINAL_HOLES ? RKFS_MARK_FINAL_HOLES
 						     : RKFS_MARK_FINAL;
-	other = mark == RKFS_MARK_FINAL ? RKFS_MARK_FINAL_HOLES
-					: RKFS_MARK_FINAL;
+	other =
+	    mark == RKFS_MARK_FINAL ? RKFS_MARK_FINAL_HOLES : RKFS_MARK_FINAL;
 	if (rkfs_block_open(out, cb, cl, i, mark, &f->hdr, f->key) < 0) {
 		mark = other;
 		if (rkfs_block_open(out, cb, cl, i, mark, &f->hdr, f->key) < 0)
@@ -1074,8 +1074,8 @@ static int reenc_emit(void *arg, uint64_t index, const uint8_t *plain,
 	r->next = index + 1;
 	if (final)
 		mark = (r->nh->flags & RKFS_FLAG_HOLE_AUTH) && r->gaps
-			       ? RKFS_MARK_FINAL_HOLES
-			       : RKFS_MARK_FINAL;
+			   ? RKFS_MARK_FINAL_HOLES
+			   : RKFS_MARK_FINAL;
 	rkfs_block_seal(r->out + r->run_len, plain, len, index, mark, r->nh,
 			r->nkey);
 	r->run_len += len + RKFS_BLOCK_OVERHEAD;

@@ -1165,11 +1165,12 @@ static void process_item(struct ctx *c, struct item *it, struct dcache *dc)
 		} else {
 			ret = rkfs_file_verify(&f, fd, &bad);
 			if (ret == -EBADMSG && bad != UINT64_MAX &&
+			    bad + 1 < rkfs_block_count(f.size) &&
 			    rkfs_file_zero_block(&f, fd, bad) == 1)
 				set_result(it, R_FAILED,
 					   xasprintf("block %" PRIu64
 						     " is all zero in a file "
-						     "that has no holes",
+						     "that may not have holes",
 						     bad));
 			else if (ret < 0)
 				set_result(it, R_FAILED, auth_reason(ret, bad));

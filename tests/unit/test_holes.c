@@ -37,7 +37,7 @@ static struct rkfs_keyring *make_keyring(void)
 	char text[256], e1[80];
 	unsigned char k[RKFS_KEY_LEN];
 	struct rkfs_keyring *r;
-	struct rkfs_error err = { 0 };
+	struct rkfs_error err = {0};
 
 	memset(k, 0x66, sizeof(k));
 	rkfs_key_encode(e1, sizeof(e1), k);
@@ -153,16 +153,14 @@ static void test_dense(void)
 	CHECK(memcmp(out, data, B) == 0);
 	/* A partial write must not re-seal the zeros as authentic. */
 	bad = UINT64_MAX;
-	CHECK_EQ(rkfs_file_write(&f, fd, data, 10, B + 5, kr, &bad),
-		 -EBADMSG);
+	CHECK_EQ(rkfs_file_write(&f, fd, data, 10, B + 5, kr, &bad), -EBADMSG);
 	CHECK_EQ(bad, 1);
 	/* No holes to seek to: the zeroed block is data (that fails). */
 	CHECK_EQ(rkfs_file_seek(&f, fd, 0, SEEK_HOLE), 3 * B + 100);
 	CHECK_EQ(rkfs_file_seek(&f, fd, B, SEEK_DATA), B);
 	/* Truncating or appending keeps the file without holes. */
 	CHECK_EQ(rkfs_file_truncate(&f, fd, 3 * B + 50, kr, &bad), 0);
-	CHECK_EQ(rkfs_file_write(&f, fd, data, 100, 3 * B + 50, kr, &bad),
-		 100);
+	CHECK_EQ(rkfs_file_write(&f, fd, data, 100, 3 * B + 50, kr, &bad), 100);
 	rkfs_file_release(&f);
 	CHECK_EQ(final_mark(fd), RKFS_MARK_FINAL);
 	CHECK_EQ(read_fresh(fd, B, 10, &bad), -EBADMSG);
@@ -239,8 +237,7 @@ static void test_sparse(void)
 	rkfs_file_release(&f);
 	CHECK_EQ(final_mark(fd), RKFS_MARK_FINAL_HOLES);
 	SETUP(rkfs_file_load(&f, fd, kr) == 0);
-	CHECK_EQ(rkfs_file_write(&f, fd, data, 2 * B, 6 * B, kr, &bad),
-		 2 * B);
+	CHECK_EQ(rkfs_file_write(&f, fd, data, 2 * B, 6 * B, kr, &bad), 2 * B);
 	CHECK_EQ(rkfs_file_truncate(&f, fd, 3 * B + 1, kr, &bad), 0);
 	rkfs_file_release(&f);
 	CHECK_EQ(final_mark(fd), RKFS_MARK_FINAL_HOLES);
@@ -340,8 +337,8 @@ static int make_legacy(size_t nblocks, size_t last_len, const bool *hole)
 
 static void test_legacy(void)
 {
-	static const bool holes[4] = { false, true, false, false };
-	static const bool none[4] = { false };
+	static const bool holes[4] = {false, true, false, false};
+	static const bool none[4] = {false};
 	struct rkfs_file f;
 	uint64_t bad;
 	int fd = make_legacy(4, 100, holes);
@@ -397,8 +394,8 @@ static int reencrypt(int src)
 
 static void test_reencrypt(void)
 {
-	static const bool holes[4] = { false, true, false, false };
-	static const bool none[4] = { false };
+	static const bool holes[4] = {false, true, false, false};
+	static const bool none[4] = {false};
 	struct rkfs_file f;
 	uint64_t bad;
 	int src, dst;
