@@ -78,11 +78,11 @@ void rkfs_crypt_check_value(uint8_t out[RKFS_CHECK_LEN],
 }
 
 static void build_aad(uint8_t aad[RKFS_AAD_LEN], const struct rkfs_header *h,
-		      uint64_t index, int final)
+		      uint64_t index, int mark)
 {
 	memcpy(aad, h->raw, RKFS_HEADER_LEN);
 	rkfs_put_be64(aad + RKFS_HEADER_LEN, index);
-	aad[RKFS_HEADER_LEN + 8] = final ? 1 : 0;
+	aad[RKFS_HEADER_LEN + 8] = (uint8_t)mark;
 }
 
 void rkfs_block_seal(uint8_t *out, const uint8_t *plain, size_t len,

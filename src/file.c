@@ -88,6 +88,91 @@ static uint64_t final_index(uint64_t plain)
 }
 
 /*
+ * Holes (rekeyfs/format.h): with RKFS_FLAG_HOLE_AUTH, the mark of the
+ * final block says whether an all-zero inner block is a hole or a zeroed
+ * block.  f->holes caches that mark once a final block has opened;
+ * readers under shared access may store it concurrently, and they store
+ * what the same on-disk block proves.
+ */
+static bool hole_auth(const struct rkfs_file *f)
+{
+	return (f->hdr.flags & RKFS_FLAG_HOLE_AUTH) != 0;
+}
+
+static int holes_get(const struct rkfs_file *f)
+{
+	return __atomic_load_n(&f->holes, __ATOMIC_RELAXED);
+}
+
+static void holes_note(const struct rkfs_file *f, int mark)
+{
+	__atomic_store_n((int *)&f->holes, mark, __ATOMIC_RELAXED);
+}
+
+/* The mark to seal a new final block of f with. */
+static int final_mark(const struct rkfs_file *f, bool holes)
+{
+	if (!hole_auth(f) || !holes)
+		return RKFS_MARK_FINAL;
+	return RKFS_MARK_FINAL_HOLES;
+}
+
+/*
+ * Open the final block i: with the mark f is known to use first, then
+ * the other one; which one opens tells whether f may have holes.
+ */
+static int open_final(const struct rkfs_file *f, uint8_t *out,
+		      const uint8_t *cb, size_t cl, uint64_t i)
+{
+	int mark, other;
+
+	if (!hole_auth(f))
+		return rkfs_block_open(out, cb, cl, i, RKFS_MARK_FINAL, &f->hdr,
+				       f->key);
+	mark = holes_get(f) == RKFS_MARK_FINAL_HOLES ? RKFS_MARK_FINAL_HOLES
+						     : RKFS_MARK_FINAL;
+	other =
+	    mark == RKFS_MARK_FINAL ? RKFS_MARK_FINAL_HOLES : RKFS_MARK_FINAL;
+	if (rkfs_block_open(out, cb, cl, i, mark, &f->hdr, f->key) < 0) {
+		mark = other;
+		if (rkfs_block_open(out, cb, cl, i, mark, &f->hdr, f->key) < 0)
+			return -EBADMSG;
+	}
+	holes_note(f, mark);
+	return 0;
+}
+
+static int open_block(const struct rkfs_file *f, uint8_t *out,
+		      const uint8_t *cb, size_t cl, uint64_t i, bool final)
+{
+	if (final)
+		return open_final(f, out, cb, cl, i);
+	return rkfs_block_open(out, cb, cl, i, RKFS_MARK_INNER, &f->hdr,
+			       f->key);
+}
+
+int rkfs_file_holes_allowed(const struct rkfs_file *f, int fd)
+{
+	uint8_t cb[RKFS_CBLOCK_SIZE], pb[RKFS_BLOCK_SIZE];
+	uint64_t i;
+	size_t cl;
+	ssize_t n;
+
+	if (holes_get(f) == 0 && f->key != NULL && f->size > 0) {
+		i = final_index(f->size);
+		cl = cblock_len(f->size, i);
+		n = rkfs_pread_full(fd, cb, cl, (off_t)rkfs_block_offset(i));
+		if (n < 0)
+			return (int)n;
+		/* A final block that does not open proves nothing: no holes. */
+		if ((size_t)n == cl)
+			(void)open_final(f, pb, cb, cl, i);
+		sodium_memzero(pb, sizeof(pb));
+	}
+	return holes_get(f) == RKFS_MARK_FINAL_HOLES;
+}
+
+/*
  * Per-file keys come from slabs of sodium_malloc() memory (guarded,
  * mlocked, kept out of core dumps) carved into key-sized slots: one
  * sodium_malloc() per file costs about ten system calls, which showed in
@@ -214,6 +299,10 @@ int rkfs_file_load(struct rkfs_file *f, int fd, const struct rkfs_keyring *kr)
 	if (ret < 0)
 		return -EBADMSG;
 	f->has_header = true;
+	if (!hole_auth(f))
+		f->holes = RKFS_MARK_FINAL_HOLES;
+	else if (f->size == 0)
+		f->holes = RKFS_MARK_FINAL;
 	ret = rkfs_file_use_keyring(f, kr);
 	if (ret < 0)
 		rkfs_file_release(f);
@@ -238,6 +327,7 @@ static int new_header(struct rkfs_file *f, int fd, const struct rkfs_keyring *kr
 	f->has_header = true;
 	f->size = 0;
 	f->dense = true;
+	f->holes = RKFS_MARK_FINAL;
 	f->serial = kr->serial;
 	return set_key(f, gk);
 }
@@ -294,15 +384,20 @@ static int read_block(const struct rkfs_file *f, int fd, uint64_t i,
 		return -EBADMSG;
 	}
 	if (!final && rkfs_is_zero(cb, cl)) {
-		memset(out, 0, *len);
+		int ok = rkfs_file_holes_allowed(f, fd);
+
+		if (ok < 0)
+			return ok;
+		if (ok) {
+			memset(out, 0, *len);
+			return 0;
+		}
+	} else if (open_block(f, out, cb, cl, i, final) == 0) {
 		return 0;
 	}
-	if (rkfs_block_open(out, cb, cl, i, final, &f->hdr, f->key) < 0) {
-		if (bad_block)
-			*bad_block = i;
-		return -EBADMSG;
-	}
-	return 0;
+	if (bad_block)
+		*bad_block = i;
+	return -EBADMSG;
 }
 
 /*
@@ -416,16 +511,20 @@ ssize_t rkfs_file_read(struct rkfs_file *f, int fd, void *buf, size_t len,
 		int final = i == flast;
 
 		if (!final && rkfs_is_zero(cb, cl)) {
+			int ok = rkfs_file_holes_allowed(f, fd);
+
+			if (ok < 0)
+				return ok;
+			if (!ok)
+				goto bad;
 			memset(dst, 0, (size_t)(to - from));
 			continue;
 		}
 		if (to - from == pl) {
-			if (rkfs_block_open(dst, cb, cl, i, final, &f->hdr,
-					    f->key) < 0)
+			if (open_block(f, dst, cb, cl, i, final) < 0)
 				goto bad;
 		} else {
-			if (rkfs_block_open(s->block, cb, cl, i, final, &f->hdr,
-					    f->key) < 0)
+			if (open_block(f, s->block, cb, cl, i, final) < 0)
 				goto bad;
 			memcpy(dst, s->block + (from - bstart), (size_t)(to - from));
 		}
@@ -454,7 +553,8 @@ static int reseal_old_final(const struct rkfs_file *f, int fd,
 	if (ret < 0)
 		goto out;
 	memset(pb + len, 0, sizeof(pb) - len);
-	rkfs_block_seal(cb, pb, RKFS_BLOCK_SIZE, i, 0, &f->hdr, f->key);
+	rkfs_block_seal(cb, pb, RKFS_BLOCK_SIZE, i, RKFS_MARK_INNER, &f->hdr,
+			f->key);
 	ret = rkfs_pwrite_full(fd, cb, sizeof(cb), (off_t)rkfs_block_offset(i));
 out:
 	sodium_memzero(pb, sizeof(pb));
@@ -482,6 +582,7 @@ struct wrange {
 	int fd;
 	const uint8_t *in;
 	uint64_t off, end, plain, nplain, nflast, first;
+	int fin; /* mark of the new final block */
 	uint8_t *cbuf;
 	uint64_t i0, i1; /* the helper's run */
 	uint64_t bad;    /* the helper's bad block */
@@ -539,7 +640,8 @@ static int seal_run(const struct wrange *w, uint64_t i0, uint64_t i1,
 			src = pb;
 		}
 		rkfs_block_seal(w->cbuf + wr_cpos(w, i), src, nlen, i,
-				i == w->nflast, &w->f->hdr, w->f->key);
+				i == w->nflast ? w->fin : RKFS_MARK_INNER,
+				&w->f->hdr, w->f->key);
 	}
 	if (used)
 		sodium_memzero(pb, sizeof(pb));
@@ -608,6 +710,16 @@ static ssize_t write_range(struct rkfs_file *f, int fd, const void *buf,
 	/* The old final block stops being final; if it lies before the
 	 * written range it must be re-sealed separately. */
 	reseal = grows && w.plain > 0 && final_index(w.plain) < w.first;
+	/* The new final block keeps the file's permission for holes, and
+	 * grants it if this write leaves one. */
+	if (last == w.nflast) {
+		ret = rkfs_write_leaves_hole(w.plain, off);
+		if (ret == 0 && w.plain > 0 && hole_auth(f))
+			ret = rkfs_file_holes_allowed(f, fd);
+		if (ret < 0)
+			return ret;
+		w.fin = final_mark(f, ret);
+	}
 
 	s = scratch_get((size_t)(last - w.first + 1) * RKFS_CBLOCK_SIZE);
 	if (s == NULL)
@@ -665,6 +777,8 @@ static ssize_t write_range(struct rkfs_file *f, int fd, const void *buf,
 		if (grows &&
 		    ftruncate(fd, (off_t)rkfs_size_to_cipher(w.plain)) < 0)
 			ret = -EIO;
+		if (hole_auth(f))
+			holes_note(f, 0); /* whatever is on disk now */
 		goto out;
 	}
 	if (reseal) {
@@ -677,6 +791,8 @@ static ssize_t write_range(struct rkfs_file *f, int fd, const void *buf,
 	}
 	if (rkfs_write_leaves_hole(w.plain, off))
 		f->dense = false;
+	if (last == w.nflast && hole_auth(f))
+		holes_note(f, w.fin);
 	f->size = w.nplain;
 out:
 	if (h)
@@ -706,7 +822,7 @@ int rkfs_file_truncate(struct rkfs_file *f, int fd, uint64_t size,
 	uint64_t plain = f->size, i;
 	size_t olen, nlen;
 	ssize_t w;
-	int ret;
+	int ret, mark;
 
 	if (size == 0) {
 		struct stat st;
@@ -739,6 +855,10 @@ int rkfs_file_truncate(struct rkfs_file *f, int fd, uint64_t size,
 		return f->key_err ? f->key_err : -ENOKEY;
 	i = final_index(size);
 	nlen = (size_t)(size - i * RKFS_BLOCK_SIZE);
+	mark = rkfs_file_holes_allowed(f, fd);
+	if (mark < 0)
+		return mark;
+	mark = final_mark(f, mark);
 	ret = read_block(f, fd, i, plain, pb, &olen, bad_block);
 	if (ret < 0)
 		goto out;
@@ -751,7 +871,7 @@ int rkfs_file_truncate(struct rkfs_file *f, int fd, uint64_t size,
 		ret = -errno;
 		goto out;
 	}
-	rkfs_block_seal(cb, pb, nlen, i, 1, &f->hdr, f->key);
+	rkfs_block_seal(cb, pb, nlen, i, mark, &f->hdr, f->key);
 	ret = rkfs_pwrite_full(fd, cb, nlen + RKFS_BLOCK_OVERHEAD,
 			       (off_t)rkfs_block_offset(i));
 	if (ret == 0 &&
@@ -759,6 +879,8 @@ int rkfs_file_truncate(struct rkfs_file *f, int fd, uint64_t size,
 		ret = -errno;
 	if (ret == 0)
 		f->size = size;
+	if (hole_auth(f))
+		holes_note(f, ret == 0 ? mark : 0);
 out:
 	sodium_memzero(pb, sizeof(pb));
 	return ret;
@@ -777,10 +899,27 @@ static uint64_t next_data(int fd, uint64_t from)
 	return (uint64_t)d;
 }
 
+/* Block i is all zero: 0 if f may have holes, else -EBADMSG or -errno. */
+static int hole_or_bad(const struct rkfs_file *f, int fd, uint64_t i,
+		       uint64_t *bad_block)
+{
+	int ok = rkfs_file_holes_allowed(f, fd);
+
+	if (ok > 0)
+		return 0;
+	if (ok == 0) {
+		if (bad_block)
+			*bad_block = i;
+		ok = -EBADMSG;
+	}
+	return ok;
+}
+
 /*
  * Walk every non-hole block of f in chunks: decrypt each into plain and
  * call emit(arg, index, plain, len, final).  Holes are skipped with
- * SEEK_DATA, then confirmed block by block (all-zero ciphertext).
+ * SEEK_DATA, then confirmed block by block (all-zero ciphertext); in a
+ * file that may have no holes, either is -EBADMSG at the first such block.
  */
 typedef int (*emit_fn)(void *arg, uint64_t index, const uint8_t *plain,
 		       size_t len, int final);
@@ -812,8 +951,12 @@ static int walk_blocks(struct rkfs_file *f, int fd, emit_fn emit, void *arg,
 
 		if (d == UINT64_MAX || d > rkfs_block_offset(flast))
 			d = rkfs_block_offset(flast);
-		if (d > rkfs_block_offset(i))
+		if (d >= rkfs_block_offset(i + 1)) {
+			ret = hole_or_bad(f, fd, i, bad_block);
+			if (ret < 0)
+				break;
 			i = (d - RKFS_HEADER_LEN) / RKFS_CBLOCK_SIZE;
+		}
 		n = nblocks - i < CHUNK_BLOCKS ? nblocks - i : CHUNK_BLOCKS;
 		cstart = rkfs_block_offset(i);
 		cend = rkfs_block_offset(i + n - 1) + cblock_len(plain, i + n - 1);
@@ -834,10 +977,13 @@ static int walk_blocks(struct rkfs_file *f, int fd, emit_fn emit, void *arg,
 			size_t cl = cblock_len(plain, i);
 			int final = i == flast;
 
-			if (!final && rkfs_is_zero(cb, cl))
+			if (!final && rkfs_is_zero(cb, cl)) {
+				ret = hole_or_bad(f, fd, i, bad_block);
+				if (ret < 0)
+					goto out;
 				continue;
-			if (rkfs_block_open(pbuf, cb, cl, i, final, &f->hdr,
-					    f->key) < 0) {
+			}
+			if (open_block(f, pbuf, cb, cl, i, final) < 0) {
 				if (bad_block)
 					*bad_block = i;
 				ret = -EBADMSG;
@@ -851,6 +997,26 @@ static int walk_blocks(struct rkfs_file *f, int fd, emit_fn emit, void *arg,
 out:
 	sodium_free(pbuf);
 	return ret;
+}
+
+int rkfs_file_zero_block(const struct rkfs_file *f, int fd, uint64_t i)
+{
+	uint8_t cb[RKFS_CBLOCK_SIZE];
+	size_t cl;
+	ssize_t n;
+
+	if (i >= rkfs_block_count(f->size))
+		return 0;
+	cl = cblock_len(f->size, i);
+	n = rkfs_pread_full(fd, cb, cl, (off_t)rkfs_block_offset(i));
+	if (n < 0)
+		return (int)n;
+	return n > 0 && rkfs_is_zero(cb, (size_t)n);
+}
+
+bool rkfs_file_legacy_holes(const struct rkfs_file *f)
+{
+	return f->has_header && !hole_auth(f);
 }
 
 static int emit_nothing(void *arg, uint64_t index, const uint8_t *plain,
@@ -872,6 +1038,8 @@ struct reenc {
 	uint64_t run_first;
 	size_t run_len; /* bytes in out */
 	size_t cap;
+	uint64_t next; /* index after the last block emitted */
+	bool gaps;     /* a hole before it */
 };
 
 static int reenc_flush(struct reenc *r)
@@ -890,7 +1058,7 @@ static int reenc_emit(void *arg, uint64_t index, const uint8_t *plain,
 		      size_t len, int final)
 {
 	struct reenc *r = arg;
-	int ret;
+	int ret, mark = RKFS_MARK_INNER;
 
 	if (r->run_len &&
 	    (r->run_len + RKFS_CBLOCK_SIZE > r->cap ||
@@ -901,7 +1069,14 @@ static int reenc_emit(void *arg, uint64_t index, const uint8_t *plain,
 	}
 	if (r->run_len == 0)
 		r->run_first = index;
-	rkfs_block_seal(r->out + r->run_len, plain, len, index, final, r->nh,
+	if (index != r->next)
+		r->gaps = true;
+	r->next = index + 1;
+	if (final)
+		mark = (r->nh->flags & RKFS_FLAG_HOLE_AUTH) && r->gaps
+			   ? RKFS_MARK_FINAL_HOLES
+			   : RKFS_MARK_FINAL;
+	rkfs_block_seal(r->out + r->run_len, plain, len, index, mark, r->nh,
 			r->nkey);
 	r->run_len += len + RKFS_BLOCK_OVERHEAD;
 	return 0;

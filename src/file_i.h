@@ -1,6 +1,7 @@
 /*
  * Internal to the file layer (file.c, file_par.c, file_space.c): shared
- * limits and helpers, and the sealer's helper threads as file.c uses them.  A writer claims one idle helper, hands it one function at a time
+ * limits and helpers, and the sealer's helper threads as file.c uses them.
+ * A writer claims one idle helper, hands it one function at a time
  * and waits for its result; the helper is the writer's until released.
  */
 #ifndef RKFS_FILE_I_H
@@ -24,6 +25,15 @@
  * filesystem that cannot is left alone).  0 or -errno (-ENOSPC, ...).
  */
 int rkfs_file_reserve(int fd, uint64_t off, uint64_t len);
+
+/*
+ * May an all-zero inner block of f read as a hole (rekeyfs/format.h)?
+ * 1 yes, 0 no, -errno if reading the final block fails.  Learns it from
+ * the final block (and caches it in f->holes) if not known yet; a final
+ * block that fails to authenticate proves nothing and gives 0.  Shared
+ * access is enough.
+ */
+int rkfs_file_holes_allowed(const struct rkfs_file *f, int fd);
 
 struct rkfs_helper;
 

@@ -54,7 +54,8 @@ int rkfs_file_allocate(struct rkfs_file *f, int fd, uint64_t off, uint64_t len,
 	if (off > RKFS_FILE_MAX_PLAIN || len > RKFS_FILE_MAX_PLAIN - off)
 		return -EFBIG;
 	end = off + len;
-	/* Unwritten blocks are zero on disk and read as holes, so the
+	/* Unwritten blocks are zero on disk; past the end they are never
+	 * read, and inside the file they are holes already.  The
 	 * reservation alone changes nothing a reader sees. */
 	rkfs_file_backing_range(off, len, &cstart, &cend);
 	ret = rkfs_file_reserve(fd, cstart, cend - cstart);
@@ -95,6 +96,12 @@ off_t rkfs_file_seek(const struct rkfs_file *f, int fd, off_t off, int whence)
 		return -EINVAL;
 	if (off < 0 || (uint64_t)off >= size)
 		return -ENXIO;
+	/* In a file that may have no holes, every block is data. */
+	hole = rkfs_file_holes_allowed(f, fd);
+	if (hole < 0)
+		return hole;
+	if (hole == 0)
+		return whence == SEEK_DATA ? off : (off_t)size;
 	nblocks = rkfs_block_count(size);
 	blk = (uint64_t)off / RKFS_BLOCK_SIZE;
 	for (int scanned = 0; scanned < SEEK_SCAN_MAX && blk < nblocks;

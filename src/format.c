@@ -16,14 +16,14 @@ int rkfs_header_parse(struct rkfs_header *h, const uint8_t *buf, size_t len)
 		return -EBADMSG;
 	if (buf[6] != RKFS_FORMAT_VERSION || buf[7] != RKFS_CIPHER_XCHACHA20POLY1305)
 		return -EPROTONOSUPPORT;
-	if (rkfs_get_be32(buf + 28) != 0)
+	if (rkfs_get_be32(buf + 28) & ~RKFS_FLAGS_KNOWN)
 		return -EPROTONOSUPPORT;
 	if (rkfs_is_zero(buf + 12, RKFS_FILE_ID_LEN))
 		return -EBADMSG;
 	h->version = buf[6];
 	h->cipher = buf[7];
 	h->generation = rkfs_get_be32(buf + 8);
-	h->flags = 0;
+	h->flags = rkfs_get_be32(buf + 28);
 	memcpy(h->file_id, buf + 12, RKFS_FILE_ID_LEN);
 	memcpy(h->raw, buf, RKFS_HEADER_LEN);
 	return 0;
@@ -35,6 +35,7 @@ void rkfs_header_init(struct rkfs_header *h, uint32_t generation)
 	h->version = RKFS_FORMAT_VERSION;
 	h->cipher = RKFS_CIPHER_XCHACHA20POLY1305;
 	h->generation = generation;
+	h->flags = RKFS_FLAG_HOLE_AUTH;
 	do
 		rkfs_crypt_random(h->file_id, sizeof(h->file_id));
 	while (rkfs_is_zero(h->file_id, sizeof(h->file_id)));
@@ -43,7 +44,7 @@ void rkfs_header_init(struct rkfs_header *h, uint32_t generation)
 	h->raw[7] = h->cipher;
 	rkfs_put_be32(h->raw + 8, generation);
 	memcpy(h->raw + 12, h->file_id, RKFS_FILE_ID_LEN);
-	rkfs_put_be32(h->raw + 28, 0);
+	rkfs_put_be32(h->raw + 28, h->flags);
 }
 
 int rkfs_size_to_plain(uint64_t *plain, uint64_t cipher_size)

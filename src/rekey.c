@@ -1164,7 +1164,15 @@ static void process_item(struct ctx *c, struct item *it, struct dcache *dc)
 				   key_reason(c, f.hdr.generation, f.key_err));
 		} else {
 			ret = rkfs_file_verify(&f, fd, &bad);
-			if (ret < 0)
+			if (ret == -EBADMSG && bad != UINT64_MAX &&
+			    bad + 1 < rkfs_block_count(f.size) &&
+			    rkfs_file_zero_block(&f, fd, bad) == 1)
+				set_result(it, R_FAILED,
+					   xasprintf("block %" PRIu64
+						     " is all zero in a file "
+						     "that may not have holes",
+						     bad));
+			else if (ret < 0)
 				set_result(it, R_FAILED, auth_reason(ret, bad));
 			else
 				set_result(it, R_VERIFIED, NULL);

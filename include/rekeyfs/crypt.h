@@ -44,7 +44,9 @@ void rkfs_crypt_check_value(uint8_t out[RKFS_CHECK_LEN],
 /*
  * Seal one block.  out receives nonce || ciphertext || tag, that is
  * len + RKFS_BLOCK_OVERHEAD bytes; 1 <= len <= RKFS_BLOCK_SIZE.  out and
- * plain must not overlap.  final is 1 for the file's last block.
+ * plain must not overlap.  final is the block's mark (RKFS_MARK_INNER,
+ * RKFS_MARK_FINAL or RKFS_MARK_FINAL_HOLES, see rekeyfs/format.h); any
+ * other value is bound into the AAD as given and opens only with itself.
  */
 void rkfs_block_seal(uint8_t *out, const uint8_t *plain, size_t len,
 		     uint64_t index, int final, const struct rkfs_header *h,
@@ -53,7 +55,8 @@ void rkfs_block_seal(uint8_t *out, const uint8_t *plain, size_t len,
 /*
  * Open one sealed block of inlen bytes (RKFS_BLOCK_OVERHEAD < inlen <=
  * RKFS_CBLOCK_SIZE) into plain (inlen - RKFS_BLOCK_OVERHEAD bytes).
- * Returns 0, or -EBADMSG if it fails to authenticate (plain is then zeroed).
+ * final is the mark it must have been sealed with.  Returns 0, or
+ * -EBADMSG if it fails to authenticate (plain is then zeroed).
  */
 int rkfs_block_open(uint8_t *plain, const uint8_t *in, size_t inlen,
 		    uint64_t index, int final, const struct rkfs_header *h,

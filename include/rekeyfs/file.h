@@ -41,6 +41,12 @@ struct rkfs_file {
 	uint64_t serial;        /* serial of the keyring key was derived from */
 	bool dense;             /* known to have no holes: overwrites inside
 				 * the file need no space reserved */
+	int holes;              /* may an all-zero inner block read as a
+				 * hole (rekeyfs/format.h)?  RKFS_MARK_FINAL:
+				 * no, RKFS_MARK_FINAL_HOLES: yes (always,
+				 * for files without RKFS_FLAG_HOLE_AUTH),
+				 * 0: not known until the final block is
+				 * opened.  Shared readers may set it. */
 };
 
 /* Does writing at off leave a hole after the end of a file of size? */
@@ -69,7 +75,9 @@ int rkfs_file_use_keyring(struct rkfs_file *f, const struct rkfs_keyring *kr)
 /*
  * Read up to len bytes at off into buf.  Returns bytes read (0 at or past
  * EOF) or -errno.  On -EBADMSG from a block, *bad_block (if not NULL)
- * receives its index (UINT64_MAX for a header/size problem).
+ * receives its index (UINT64_MAX for a header/size problem).  An all-zero
+ * inner block reads as zeros only in a file that may have holes; in any
+ * other it is -EBADMSG like a block that fails to authenticate.
  */
 ssize_t rkfs_file_read(struct rkfs_file *f, int fd, void *buf, size_t len,
 		       uint64_t off, uint64_t *bad_block)
@@ -88,7 +96,8 @@ ssize_t rkfs_file_write(struct rkfs_file *f, int fd, const void *buf,
 /*
  * Set the plaintext size.  Truncating to zero starts the file afresh:
  * new file id, kr's primary generation.  Growing leaves a hole (sparse
- * backing file) and seals a real final block.
+ * backing file) and seals a real final block; the file may have holes
+ * from then on.
  */
 int rkfs_file_truncate(struct rkfs_file *f, int fd, uint64_t size,
 		       const struct rkfs_keyring *kr, uint64_t *bad_block)
@@ -136,7 +145,8 @@ void rkfs_file_backing_range(uint64_t off, uint64_t len, uint64_t *cstart,
 
 /*
  * lseek(2) SEEK_DATA / SEEK_HOLE in plaintext, in whole blocks: a hole is
- * a non-final block that was never written (or is all zero on disk).  The
+ * a non-final block that was never written (or is all zero on disk) in a
+ * file that may have holes; a file that may not has none.  The
  * backing file's own SEEK_DATA skips its unallocated ranges; blocks inside
  * allocated ones are examined one by one, at most 1024 per call, and a
  * scan that stops there reports data (SEEK_DATA) or the next hole it can
@@ -212,9 +222,12 @@ ssize_t rkfs_file_write_mt(struct rkfs_file *f, int fd, const void *buf,
 /*
  * Stream-copy helpers for whole-file rewrites (rekey): decrypt every block
  * of src (loaded as sf) and write it to dst, encrypted under new header nh
- * with key nkey.  Holes (all-zero non-final blocks) stay holes.  Any block
- * that fails to authenticate aborts with -EBADMSG (*bad_block set) before
- * anything else is written.  dst must be empty.  Returns 0 or -errno.
+ * with key nkey.  Holes (all-zero non-final blocks of a file that may have
+ * them) stay holes; with RKFS_FLAG_HOLE_AUTH in nh, the copy's final block
+ * says it may have holes only if it has one.  Any block that fails to
+ * authenticate, and an all-zero block in a file that may have no holes,
+ * aborts with -EBADMSG (*bad_block set).  dst must be empty.  Returns 0 or
+ * -errno.
  */
 int rkfs_file_reencrypt(struct rkfs_file *sf, int src, int dst,
 			const struct rkfs_header *nh, const unsigned char *nkey,
@@ -224,8 +237,28 @@ int rkfs_file_reencrypt(struct rkfs_file *sf, int src, int dst,
 /*
  * Authenticate every block of a loaded file without writing anything.
  * Returns 0, -EBADMSG (*bad_block set), -ENOKEY/-EKEYREVOKED, or -errno.
+ * An all-zero block (or an unallocated range of the backing file) in a
+ * file that may have no holes is -EBADMSG; rkfs_file_zero_block() tells
+ * that case apart.  A file truncated to 0 bytes or to its header is an
+ * empty file and verifies (see rekeyfs/format.h).
  */
 int rkfs_file_verify(struct rkfs_file *f, int fd, uint64_t *bad_block)
 	__attribute__((warn_unused_result, nonnull(1)));
+
+/*
+ * Is block i of the loaded file f all zero on disk (a hole, or where one
+ * may not be, a zeroed block)?  1 yes, 0 no (or i is past the end),
+ * -errno on a read error.  For reports after rkfs_file_verify().
+ */
+int rkfs_file_zero_block(const struct rkfs_file *f, int fd, uint64_t i)
+	__attribute__((warn_unused_result, nonnull));
+
+/*
+ * Does f keep the older rule that every all-zero inner block is a hole
+ * without proof (no RKFS_FLAG_HOLE_AUTH in its header)?  Rekeying such a
+ * file moves it to authenticated holes.
+ */
+bool rkfs_file_legacy_holes(const struct rkfs_file *f)
+	__attribute__((nonnull));
 
 #endif /* RKFS_FILE_H */

@@ -10,26 +10,75 @@
  *     7   1  cipher id (1 = XChaCha20-Poly1305-IETF)
  *     8   4  key generation, u32 big-endian
  *    12  16  file id, random per file (new on every rewrite)
- *    28   4  flags, u32 big-endian; none are defined in v1, so it must be 0
+ *    28   4  flags, u32 big-endian:
+ *              bit 0  RKFS_FLAG_HOLE_AUTH: holes are authenticated (below)
+ *              other bits must be 0
  *
  *   block i (i = 0, 1, ...) at offset 32 + i * 4136
  *     nonce (24) || ciphertext (1..4096) || tag (16)
- *     AAD = header (32 bytes) || u64 big-endian i || u8 final
+ *     AAD = header (32 bytes) || u64 big-endian i || u8 mark
  *
- * "final" is 1 for the last block of the file and 0 for every other block,
- * so cutting the ciphertext at a block boundary is detected: the new last
- * block was sealed as non-final and fails to authenticate.  Appending to a
- * file therefore re-seals its old last block.
+ *   mark  0  not the last block (RKFS_MARK_INNER)
+ *         1  the last block (RKFS_MARK_FINAL)
+ *         2  the last block of a file that may have holes
+ *            (RKFS_MARK_FINAL_HOLES; only with RKFS_FLAG_HOLE_AUTH)
+ *
+ * Marking the last block detects cutting the ciphertext at a block
+ * boundary: the new last block was sealed as inner and fails to
+ * authenticate.  Appending to a file therefore re-seals its old last block.
  *
  * A backing file of 0 bytes is an empty file that has no header yet (an
  * interrupted create, or a truncate to zero in progress); one of exactly 32
  * bytes is an empty file.  Only the final block may be shorter than 4096
  * plaintext bytes, and it holds at least one byte.  Any other size cannot be
- * produced by rekeyfs and is corruption.
+ * produced by rekeyfs and is corruption.  Truncation to 0 bytes or to the
+ * header alone is therefore not detectable from the file: it is an empty
+ * file, exactly as if the file had been removed and created again, which
+ * anyone who can write the backing directory can do anyway.
  *
- * Holes: a non-final block whose 4136 ciphertext bytes are all zero reads as
- * 4096 zero bytes without authentication, so sparse files stay sparse.  The
- * final block is always real ciphertext (a zero final block is corruption).
+ * Holes.  Sparse files stay sparse: a non-final block whose 4136 bytes are
+ * all zero on disk (never written, or a hole in the backing file) is a
+ * hole and reads as 4096 zero bytes.  A zero block carries no tag, so who
+ * can write the backing file can zero blocks; what limits that is whether
+ * the file may have holes at all:
+ *
+ *  - flags 0 (files written before RKFS_FLAG_HOLE_AUTH existed): every
+ *    non-final all-zero block is a hole, as it always was.  The final
+ *    block is sealed with mark 1.  These files are read and written by
+ *    these rules for ever (writes keep flags 0 and mark 1); rekeying one
+ *    rewrites it with the flag.
+ *  - RKFS_FLAG_HOLE_AUTH (every file rekeyfs starts now: create, truncate
+ *    to zero, rekey): the final block's mark says whether the file may
+ *    have holes.  With mark 1 an all-zero non-final block is corruption
+ *    (-EBADMSG), like any block that fails to authenticate; with mark 2 it
+ *    is a hole.  A file gets mark 2 when a write starts past the block
+ *    after its end (leaving whole blocks unwritten), which includes
+ *    growing it by truncate and by fallocate; it keeps mark 2 until it is
+ *    truncated to zero or rewritten by rekey (the rekey copy gets mark 2
+ *    only if it really has a hole).  The flag itself cannot be removed:
+ *    the header is in the AAD of every block.  An unknown flag bit is
+ *    refused (-EPROTONOSUPPORT), so older rekeyfs versions refuse these
+ *    files rather than misread them.
+ *
+ * Why the mark of the final block rather than a header flag "has holes":
+ * every operation that can create a hole grows the file, and growing
+ * re-seals the final block anyway, so the permission costs nothing where
+ * it is granted.  A header flag set later would change the AAD of every
+ * block: granting it would mean re-sealing the whole file in place, which
+ * costs a full rewrite and leaves a file that a crash midway makes
+ * unreadable (blocks under two different headers).  Materialising holes as
+ * sealed zero blocks instead would give up sparse files.  The final
+ * block is sealed with the file's key, so only a key holder can grant the
+ * permission, and it is monotonic for a file id (never taken back until
+ * the file starts afresh with a new id), so rolling back the final block
+ * to an older version cannot grant it either; for the same reason any
+ * block of the file that authenticates as a final block with mark 2 (an
+ * older final block left in place by a crash, say) is proof enough.  A
+ * file whose final block fails to authenticate proves nothing: its zero
+ * blocks are refused, and a write or truncate that seals a new final block
+ * seals it with mark 1.  So a crash that tears the final block of a file
+ * with holes makes its holes unreadable as well as that block, and a
+ * repair must not grant mark 2 without such proof.
  *
  * Per-file key: BLAKE2b-256(key = generation key,
  *                           "rekeyfs v1 content" || file id).
@@ -47,6 +96,13 @@
 #define RKFS_CIPHER_XCHACHA20POLY1305 1
 
 #define RKFS_HEADER_LEN 32
+/* Header flags (bytes 28..31). */
+#define RKFS_FLAG_HOLE_AUTH 0x1u
+#define RKFS_FLAGS_KNOWN RKFS_FLAG_HOLE_AUTH
+/* The last byte of a block's AAD. */
+#define RKFS_MARK_INNER 0
+#define RKFS_MARK_FINAL 1
+#define RKFS_MARK_FINAL_HOLES 2
 #define RKFS_FILE_ID_LEN 16
 #define RKFS_KEY_LEN 32
 #define RKFS_BLOCK_SIZE 4096
@@ -54,7 +110,7 @@
 #define RKFS_TAG_LEN 16
 #define RKFS_BLOCK_OVERHEAD (RKFS_NONCE_LEN + RKFS_TAG_LEN)
 #define RKFS_CBLOCK_SIZE (RKFS_BLOCK_SIZE + RKFS_BLOCK_OVERHEAD)
-/* header || u64 index || u8 final */
+/* header || u64 index || u8 mark */
 #define RKFS_AAD_LEN (RKFS_HEADER_LEN + 8 + 1)
 
 /*
@@ -79,12 +135,15 @@ struct rkfs_header {
 /*
  * Parse and validate a header.  Returns 0, -EBADMSG if the magic is wrong,
  * the file id is all zero or len < RKFS_HEADER_LEN, or -EPROTONOSUPPORT for
- * an unknown version, cipher or a non-zero flags word.  *h is zeroed first.
+ * an unknown version, cipher or flag bit.  *h is zeroed first.
  */
 int rkfs_header_parse(struct rkfs_header *h, const uint8_t *buf, size_t len)
 	__attribute__((warn_unused_result, nonnull));
 
-/* Build a fresh header for generation gen with a new random file id. */
+/*
+ * Build a fresh header for generation gen with a new random file id and
+ * RKFS_FLAG_HOLE_AUTH.
+ */
 void rkfs_header_init(struct rkfs_header *h, uint32_t generation)
 	__attribute__((nonnull));
 

@@ -173,7 +173,7 @@ tamper_setup() {
 	tamper_setup v-magic v-version v-flags
 	put_byte "$BACK/v-magic" 0 120
 	put_byte "$BACK/v-version" 6 2
-	put_byte "$BACK/v-flags" 31 1
+	put_byte "$BACK/v-flags" 31 3 # an unknown flag bit
 	rk_mount
 	local v
 	for v in v-magic v-version v-flags; do

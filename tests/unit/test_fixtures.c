@@ -36,6 +36,7 @@ struct entry {
 
 static struct entry files[MAX_ENTRIES], links[MAX_ENTRIES];
 static size_t nfiles, nlinks;
+static uint32_t want_flags; /* header flags of every file of the tree */
 
 static size_t load_list(struct entry *e, const char *path, bool manifest)
 {
@@ -113,6 +114,7 @@ static void check_file(int dirfd, const char *name, const char *rel,
 		return;
 	}
 	if (f.has_header) {
+		CHECK_EQ(f.hdr.flags, want_flags);
 		CHECK_EQ(f.hdr.generation, expected_gen(rel));
 		gens[f.hdr.generation & 3]++;
 	}
@@ -218,7 +220,47 @@ static void check_wrong_key(int rootfd, const char *backing)
 	rkfs_keyring_free(bad_kr);
 }
 
-static void check_version(const char *root, const char *v)
+/*
+ * A copy of name with block 0 zeroed: read as a hole where the tree's
+ * files keep the older rules (flags 0), refused where holes are
+ * authenticated.
+ */
+static void check_zeroed(int rootfd, const char *name,
+			 const struct rkfs_keyring *kr)
+{
+	char path[] = "/tmp/rkfs-fixture-XXXXXX";
+	static uint8_t buf[4 * RKFS_CBLOCK_SIZE];
+	struct rkfs_file f;
+	uint8_t out[RKFS_BLOCK_SIZE];
+	uint64_t bad = 0;
+	ssize_t n;
+	int src, fd;
+
+	src = openat(rootfd, name, O_RDONLY | O_CLOEXEC);
+	SETUP(src >= 0);
+	n = rkfs_pread_full(src, buf, sizeof(buf), 0);
+	close(src);
+	SETUP(n > (ssize_t)rkfs_block_offset(1));
+	memset(buf + rkfs_block_offset(0), 0, RKFS_CBLOCK_SIZE);
+	fd = mkstemp(path);
+	SETUP(fd >= 0);
+	unlink(path);
+	SETUP(rkfs_pwrite_full(fd, buf, (size_t)n, 0) == 0);
+	SETUP(rkfs_file_load(&f, fd, kr) == 0);
+	if (want_flags & RKFS_FLAG_HOLE_AUTH) {
+		CHECK_EQ(rkfs_file_read(&f, fd, out, sizeof(out), 0, &bad),
+			 -EBADMSG);
+		CHECK_EQ(bad, 0);
+	} else {
+		CHECK_EQ(rkfs_file_read(&f, fd, out, sizeof(out), 0, &bad),
+			 RKFS_BLOCK_SIZE);
+		CHECK(rkfs_is_zero(out, sizeof(out)));
+	}
+	rkfs_file_release(&f);
+	close(fd);
+}
+
+static void check_version(const char *root, const char *v, uint32_t flags)
 {
 	char path[1024];
 	struct rkfs_keyring *kr;
@@ -249,7 +291,9 @@ static void check_version(const char *root, const char *v)
 		rkfs_meta_free(m);
 	}
 	check_wrong_key(rootfd, path);
+	want_flags = flags;
 	walk(dup(rootfd), ".", kr, gens);
+	check_zeroed(rootfd, "b8192", kr);
 	for (size_t i = 0; i < nfiles; i++)
 		if (!files[i].seen) {
 			check_failed++;
@@ -284,6 +328,7 @@ int main(void)
 			root, strerror(errno));
 		return 99;
 	}
-	check_version(root, "v1");
+	check_version(root, "v1", 0);
+	check_version(root, "v1-holeauth", RKFS_FLAG_HOLE_AUTH);
 	return check_report("test_fixtures");
 }

@@ -108,7 +108,9 @@ static void test_header(void)
 	rkfs_header_init(&h2, 0x01020304);
 	CHECK(memcmp(h2.raw, raw, 12) == 0);
 	CHECK(memcmp(h2.raw + 12, h2.file_id, RKFS_FILE_ID_LEN) == 0);
-	CHECK(memcmp(h2.raw + 28, raw + 28, 4) == 0);
+	/* flags: a new header authenticates its holes */
+	CHECK_EQ(rkfs_get_be32(h2.raw + 28), RKFS_FLAG_HOLE_AUTH);
+	CHECK_EQ(h2.flags, RKFS_FLAG_HOLE_AUTH);
 	CHECK(!rkfs_is_zero(h2.file_id, RKFS_FILE_ID_LEN));
 	CHECK_EQ(rkfs_header_parse(&h, h2.raw, sizeof(h2.raw)), 0);
 	CHECK(memcmp(&h.raw, &h2.raw, sizeof(h.raw)) == 0);
@@ -137,10 +139,14 @@ static void test_header(void)
 	CHECK_EQ(rkfs_header_parse(&h, bad, sizeof(bad)), -EPROTONOSUPPORT);
 	for (int i = 28; i < 32; i++) {
 		memcpy(bad, raw, sizeof(bad));
-		bad[i] = 0x01;
+		bad[i] = i == 31 ? 0x02 : 0x01; /* every bit but HOLE_AUTH */
 		CHECK_EQ(rkfs_header_parse(&h, bad, sizeof(bad)),
 			 -EPROTONOSUPPORT);
 	}
+	memcpy(bad, raw, sizeof(bad));
+	bad[31] = 0x01;
+	CHECK_EQ(rkfs_header_parse(&h, bad, sizeof(bad)), 0);
+	CHECK_EQ(h.flags, RKFS_FLAG_HOLE_AUTH);
 	memcpy(bad, raw, sizeof(bad));
 	memset(bad + 12, 0, RKFS_FILE_ID_LEN);
 	CHECK_EQ(rkfs_header_parse(&h, bad, sizeof(bad)), -EBADMSG);
@@ -524,7 +530,7 @@ static void test_tamper(void)
 	img[6] = 2; /* version */
 	CHECK_EQ(try_read(kr, img, olen, 0, 10, out, &bad), -EBADMSG);
 	memcpy(img, orig, olen);
-	img[31] = 1; /* flags */
+	img[31] ^= RKFS_FLAG_HOLE_AUTH; /* flags: cannot be taken off */
 	CHECK_EQ(try_read(kr, img, olen, 0, 10, out, &bad), -EBADMSG);
 	memcpy(img, orig, olen);
 	img[0] = 'X'; /* magic */
@@ -570,14 +576,17 @@ static void test_tamper(void)
 		CHECK_EQ(try_read(kr, full, flen, 4096, 4096, out, &bad),
 			 -EBADMSG);
 		CHECK_EQ(bad, 1);
-		/* A zeroed non-final block is a hole and reads as zeros. */
+		/* A zeroed non-final block of a file that never had a
+		 * hole is corruption too (test_holes.c has the rest). */
 		fd = make_file(kr, data, 2 * RKFS_BLOCK_SIZE);
 		CHECK_EQ(fd_read_all(fd, full, sizeof(full)), flen);
 		close(fd);
 		memset(full + RKFS_HEADER_LEN, 0, B);
-		CHECK_EQ(try_read(kr, full, flen, 0, 8192, out, &bad), 8192);
-		CHECK(rkfs_is_zero(out, 4096));
-		CHECK(memcmp(out + 4096, data + 4096, 4096) == 0);
+		CHECK_EQ(try_read(kr, full, flen, 0, 8192, out, &bad),
+			 -EBADMSG);
+		CHECK_EQ(bad, 0);
+		CHECK_EQ(try_read(kr, full, flen, 4096, 4096, out, &bad), 4096);
+		CHECK(memcmp(out, data + 4096, 4096) == 0);
 	}
 	rkfs_keyring_free(kr);
 }
