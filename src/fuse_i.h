@@ -11,6 +11,7 @@
  *   fuse_io.c     open, create, read, write and the rest of file I/O
  *   fuse_keys.c   the current keyring and its reloads
  *   fuse_wire.c   what libfuse 3.14 cannot negotiate (KILLPRIV_V2)
+ *   fuse_idle.c   -o idle: unmount after a time without use
  *
  * Every backing access is relative to a node's fd, one name component at
  * a time, and never follows a symlink; see fuse_node.c.
@@ -336,5 +337,20 @@ void rkfs_fs_teardown(void);
  */
 int rkfs_wire_install(struct fuse_session *se);
 enum rkfs_kill rkfs_wire_kill_suidgid(uint32_t op, fuse_ino_t nodeid);
+
+/* ---- -o idle (fuse_idle.c) ---- */
+
+/* A request of opcode op on nodeid arrived (called for every request
+ * read; cheap, and a no-op unless the idle timer runs). */
+void rkfs_idle_touch(uint32_t op, uint64_t nodeid);
+
+/*
+ * Unmount mnt once ms milliseconds pass without a request and without an
+ * open file; a mount still in use (EBUSY) restarts the wait.  Start once
+ * the mount is up.  0 or -errno.
+ */
+int rkfs_idle_start(const char *mnt, uint64_t ms);
+/* Stop the timer (no-op when it never started). */
+void rkfs_idle_stop(void);
 
 #endif /* RKFS_FUSE_I_H */

@@ -139,8 +139,12 @@ static ssize_t wire_read(int fd, void *buf, size_t len, void *userdata)
 	ssize_t n = read(fd, buf, len);
 
 	(void)userdata;
-	if (n > 0)
+	if (n > 0) {
 		inspect(buf, n);
+		if ((size_t)n >= sizeof(struct fuse_in_header))
+			rkfs_idle_touch(((const struct fuse_in_header *)buf)->opcode,
+					((const struct fuse_in_header *)buf)->nodeid);
+	}
 	return n;
 }
 

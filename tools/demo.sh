@@ -123,7 +123,10 @@ else
 fi
 echo "   keyring mode: $(stat -c %a "$KR") (key material never leaves it)"
 
-say "Mount the vault (an empty backing directory is initialised on first mount)"
+say "Set up the empty backing directory for the keyring (a mount never does this)"
+run "$REKEYFS" --init --keyring "$KR" "$BACK"
+
+say "Mount the vault"
 echo "   \$ build/rekeyfs --keyring \$DEMO/vault.keyring \$DEMO/vault.enc \$DEMO/vault"
 "$REKEYFS" -f --keyring "$KR" "$BACK" "$MNT" >"$LOG" 2>&1 </dev/null &
 PID=$!

@@ -79,9 +79,20 @@ rk_mount() {
 }
 
 # rk_mount_at BACK MNT ARGS...: like rk_mount for any pair of directories.
+# A mount never sets up a backing directory, so an empty BACK without
+# .rekeyfs.conf is set up first with rekeyfs --init and the same ARGS
+# (mount-only options are ignored there); tests of set-up itself call
+# rekeyfs directly.
 rk_mount_at() {
 	local back=$1 mnt=$2
 	shift 2
+	if [ ! -e "$back/.rekeyfs.conf" ] && [ -z "$(ls -A "$back" 2>/dev/null)" ]; then
+		if ! "$REKEYFS" --init "$@" "$back" >>"$LOG" 2>&1 </dev/null; then
+			echo "rekeyfs --init failed; log:" >&2
+			cat "$LOG" >&2
+			return 1
+		fi
+	fi
 	"$REKEYFS" -f "$@" "$back" "$mnt" >>"$LOG" 2>&1 &
 	local pid=$!
 	RK_PIDS+=("$pid")

@@ -306,6 +306,7 @@ PY
 @test "the daemon asks for the passphrase on the terminal" {
 	[ -x "$REKEYFS" ] && [ -c /dev/fuse ] || skip "needs the daemon and /dev/fuse"
 	"$K" init --passphrase --passphrase-file "$PW" --keyring "$KR"
+	"$REKEYFS" --init --passphrase-file "$PW" --keyring "$KR" "$BACK"
 	timeout 60 python3 - "$REKEYFS" "$KR" "$BACK" "$MNT" <<'PY'
 import os, pty, select, signal, sys, time
 signal.alarm(50)

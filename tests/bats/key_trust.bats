@@ -257,6 +257,7 @@ attacker_keyring() {
 
 @test "a mount or tool given a passphrase source refuses an unsealed keyring" {
 	# KR is unsealed (setup); the tree has never seen a sealed one
+	"$REKEYFS" --init --keyring "$KR" "$BACK"
 	try --passphrase-file "$PW" --keyring "$KR" "$BACK" "$MNT"
 	[ "$status" -ne 0 ]
 	[[ "$output" == *"keyring is not sealed with a passphrase, but a passphrase source was given"* ]]

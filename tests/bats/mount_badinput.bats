@@ -88,9 +88,18 @@ try() {
 	[[ "$output" == *"not a directory"* ]]
 }
 
-@test "non-empty backing directory without metadata is refused" {
+@test "backing directory without metadata is refused, empty or not" {
+	try --keyring "$KR" "$BACK" "$MNT"
+	[ "$status" -eq 3 ]
+	[[ "$output" == *"not a rekeyfs backing directory"*"rekeyfs --init"* ]]
+	[ -z "$(ls -A "$BACK")" ]
 	echo plain > "$BACK/existing"
 	try --keyring "$KR" "$BACK" "$MNT"
+	[ "$status" -eq 3 ]
+	[[ "$output" == *"not a rekeyfs backing directory"* ]]
+	[ ! -e "$BACK/.rekeyfs.conf" ]
+	# and --init sets up only an empty one
+	run "$REKEYFS" --init --keyring "$KR" "$BACK"
 	[ "$status" -eq 3 ]
 	[[ "$output" == *"not empty"* ]]
 	[ ! -e "$BACK/.rekeyfs.conf" ]
@@ -113,9 +122,11 @@ try() {
 	[ "$(cat "$MNT/f")" = ok ]
 }
 
-@test "bad FUSE option is refused" {
+@test "bad FUSE option is refused before anything is touched" {
 	try --keyring "$KR" -o no_such_option "$BACK" "$MNT"
-	[ "$status" -eq 5 ]
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"no_such_option"* ]]
+	[ -z "$(ls -A "$BACK")" ]
 }
 
 @test "--config: [mount] section, relative paths, CLI overrides" {
@@ -129,6 +140,7 @@ mountpoint = ../mnt
 keyring = k.keyring
 options = default_permissions
 EOF
+	"$REKEYFS" --init --config "$RK_TMP/etc/m.conf"
 	"$REKEYFS" -f --config "$RK_TMP/etc/m.conf" >> "$LOG" 2>&1 &
 	RK_PIDS+=("$!")
 	for i in $(seq 1 100); do mountpoint -q "$MNT" && break; sleep 0.05; done
@@ -152,6 +164,7 @@ EOF
 }
 
 @test "daemonises without -f and unmounts cleanly" {
+	"$REKEYFS" --init --keyring "$KR" "$BACK"
 	run "$REKEYFS" --keyring "$KR" "$BACK" "$MNT"
 	[ "$status" -eq 0 ]
 	for i in $(seq 1 100); do mountpoint -q "$MNT" && break; sleep 0.05; done
