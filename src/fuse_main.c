@@ -213,7 +213,7 @@ static int parse_args(struct opts *o, int argc, char **argv)
 			       fuse_pkgversion());
 			exit(0);
 		default:
-			usage(stderr);
+			fputs("Try 'rekeyfs --help'.\n", stderr);
 			return -EINVAL;
 		}
 	}
@@ -222,7 +222,7 @@ static int parse_args(struct opts *o, int argc, char **argv)
 		o->mountpoint = argv[optind + 1];
 	} else if (argc - optind != 0 || o->config == NULL) {
 		die_msg("expected BACKING and MOUNTPOINT (or --config FILE)");
-		usage(stderr);
+		fputs("Try 'rekeyfs --help'.\n", stderr);
 		return -EINVAL;
 	}
 	return 0;
