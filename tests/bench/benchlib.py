@@ -105,7 +105,7 @@ def table(path):
     med = {k: statistics.median(v) for k, v in vals.items()}
 
     head = ["row", "unit"] + present + [
-        "rekeyfs/gocryptfs", "rekeyfs/best peer", "target"]
+        "rekeyfs/gocryptfs", "rekeyfs/best peer", "goal"]
     out = ["| " + " | ".join(head) + " |",
            "|" + "|".join(["---"] * 2 + ["---:"] * (len(head) - 3) +
                           ["---"]) + "|"]
@@ -139,12 +139,12 @@ def table(path):
     print()
     print("medians of %d round(s); higher is better in every row" %
           len(rounds))
-    print("target (issue 2): rekeyfs >= the best peer on every row; "
+    print("goal: rekeyfs >= the best peer on every row; "
           "sequential rows also >= %.2fx gocryptfs" % SEQ_GOAL)
     if total:
-        print("issue 2 speed targets: %d of %d rows met" % (met, total))
+        print("speed goals: %d of %d rows met" % (met, total))
     else:
-        print("issue 2 speed targets: not evaluated "
+        print("speed goals: not evaluated "
               "(needs rekeyfs and at least one peer)")
     return 1 if failed else 0
 
