@@ -789,6 +789,8 @@ int main(int argc, char **argv)
 out:
 	fflush(stdout);
 	rkfs_keyring_wipe(kr);
+	rkfs_keyring_forget_passphrases();
+	rkfs_passphrase_forget();
 	rkfs_config_free(cfg);
 	return status;
 }

@@ -7,6 +7,11 @@ load helpers
 
 REPO=$(cd "$BATS_TEST_DIRNAME/../.." && pwd)
 
+# The tests share the build directory's stripped/, man/ and deb/.
+setup_file() {
+	export BATS_NO_PARALLELIZE_WITHIN_FILE=true
+}
+
 setup() {
 	rk_setup_tools
 	command -v make >/dev/null || skip "no make"
