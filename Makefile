@@ -7,7 +7,8 @@
 #   make bench           side-by-side benchmark against a plain dir, passthrough_ll, gocryptfs and securefs
 #   make deps            install the Debian packages needed (as root; skipped if present)
 #   make demo            build, then mount a demo vault, rotate its key and rekey it
-#   make install PREFIX=/usr/local
+#   make install PREFIX=/usr/local   (also DESTDIR=; make uninstall likewise)
+#   make deb             an installable Debian package in build/
 #   WERROR=1             turn warnings into errors (CI sets it)
 
 PKGS    := fuse3 libsodium inih
@@ -125,12 +126,134 @@ deps:
 demo: all
 	REKEYFS_BUILD=$(abspath $(BUILD)) bash tools/demo.sh
 
-install: $(DAEMON) $(TOOLS)
-	install -d $(DESTDIR)$(PREFIX)/bin
-	install -m 0755 $(DAEMON) $(TOOLS) $(DESTDIR)$(PREFIX)/bin/
+# ---- install, uninstall, Debian package ------------------------------------
+#
+#   make install [PREFIX=/usr/local] [DESTDIR=stage] [INSTALL_DEBUG=0]
+#
+# installs the three programs (debug info split off into DEBUGDIR, as
+# gdb looks for it, unless INSTALL_DEBUG=0), the man pages, the examples
+# under share/doc/rekeyfs, the systemd unit(s) from etc/ and bash
+# completion.  `make uninstall` with the same variables removes exactly
+# that.  mount -t fuse.rekeyfs needs no helper of its own: mount.fuse3
+# (package fuse3) runs "rekeyfs BACKING MOUNTPOINT -o OPTIONS".
+#
+#   make deb             build/rekeyfs_VERSION_ARCH.deb (dpkg-deb of a staged
+#                        make install with PREFIX=/usr)
 
+BINDIR      ?= $(PREFIX)/bin
+MANDIR      ?= $(PREFIX)/share/man
+DOCDIR      ?= $(PREFIX)/share/doc/rekeyfs
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+UNITDIR     ?= $(PREFIX)/lib/systemd/system
+DEBUGDIR    ?= /usr/lib/debug
+INSTALL_DEBUG ?= 1
+
+PROGS     := rekeyfs $(TOOLS:$(BUILD)/%=%)
+MAN_SRC   := $(wildcard doc/man/*.[0-9])
+MAN_OUT   := $(MAN_SRC:doc/man/%=$(BUILD)/man/%)
+EXAMPLES  := $(wildcard etc/*.example)
+UNITS_SD  := $(wildcard etc/*.service)
+DOCS      := README.md $(wildcard doc/*.md) $(EXAMPLES)
+INST_DIRS := $(BINDIR) $(MANDIR)/man5 $(MANDIR)/man8 $(DOCDIR) $(BASHCOMPDIR)
+INST_DIRS += $(if $(UNITS_SD),$(UNITDIR))
+ifeq ($(INSTALL_DEBUG),1)
+INST_DIRS += $(DEBUGDIR)$(BINDIR)
+endif
+
+DEB_PKGS += mandoc dpkg-dev binutils
+
+.PHONY: man lint-man deb
+# Kept, so that install does not relink the tools every time.
+.SECONDARY: $(TOOL_SRC:%.c=$(BUILD)/obj/%.o)
+lint: lint-man
+
+man: $(MAN_OUT)
+
+$(BUILD)/man/%: doc/man/% VERSION
+	@mkdir -p $(dir $@)
+	sed 's/@VERSION@/$(VERSION)/g' $< > $@
+
+# A stripped program with its debug info beside it (.debug, linked by
+# .gnu_debuglink so gdb finds it in DEBUGDIR).
+$(BUILD)/stripped/%: $(BUILD)/%
+	@mkdir -p $(dir $@)
+	objcopy --only-keep-debug $< $@.debug
+	objcopy --strip-debug --strip-unneeded --add-gnu-debuglink=$@.debug $< $@
+
+install: $(PROGS:%=$(BUILD)/stripped/%) $(MAN_OUT)
+	install -d $(addprefix $(DESTDIR),$(INST_DIRS))
+	install -m 0755 $(PROGS:%=$(BUILD)/stripped/%) $(DESTDIR)$(BINDIR)/
+ifeq ($(INSTALL_DEBUG),1)
+	install -m 0644 $(PROGS:%=$(BUILD)/stripped/%.debug) $(DESTDIR)$(DEBUGDIR)$(BINDIR)/
+endif
+	install -m 0644 $(filter %.5,$(MAN_OUT)) $(DESTDIR)$(MANDIR)/man5/
+	install -m 0644 $(filter %.8,$(MAN_OUT)) $(DESTDIR)$(MANDIR)/man8/
+	install -m 0644 $(DOCS) $(DESTDIR)$(DOCDIR)/
+	$(if $(UNITS_SD),install -m 0644 $(UNITS_SD) $(DESTDIR)$(UNITDIR)/)
+	for p in $(PROGS); do \
+		install -m 0644 contrib/bash-completion/rekeyfs $(DESTDIR)$(BASHCOMPDIR)/$$p || exit 1; \
+	done
+
+# Removes what install put there, then the directories it leaves empty
+# (only below DESTDIR, when one is given: a live system keeps its tree).
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/bin/rekeyfs $(TOOLS:$(BUILD)/%=$(DESTDIR)$(PREFIX)/bin/%)
+	rm -f $(PROGS:%=$(DESTDIR)$(BINDIR)/%) \
+	      $(PROGS:%=$(DESTDIR)$(BASHCOMPDIR)/%) \
+	      $(PROGS:%=$(DESTDIR)$(DEBUGDIR)$(BINDIR)/%.debug) \
+	      $(patsubst $(BUILD)/man/%.5,$(DESTDIR)$(MANDIR)/man5/%.5,$(filter %.5,$(MAN_OUT))) \
+	      $(patsubst $(BUILD)/man/%.8,$(DESTDIR)$(MANDIR)/man8/%.8,$(filter %.8,$(MAN_OUT))) \
+	      $(addprefix $(DESTDIR)$(DOCDIR)/,$(notdir $(DOCS))) \
+	      $(addprefix $(DESTDIR)$(UNITDIR)/,$(notdir $(UNITS_SD)))
+	-rmdir $(DESTDIR)$(DOCDIR) 2>/dev/null
+	@if [ -n "$(DESTDIR)" ]; then \
+		for d in $(addprefix $(DESTDIR),$(INST_DIRS) $(DEBUGDIR)$(BINDIR)); do \
+			while [ "$$d" != "$(DESTDIR)" ] && [ "$$d" != / ]; do \
+				[ ! -e "$$d" ] || rmdir "$$d" 2>/dev/null || break; \
+				d=$$(dirname "$$d"); \
+			done; \
+		done; \
+	fi
+
+# Every man page through mandoc's linter (warnings are errors) and man's.
+lint-man: $(MAN_OUT)
+	@for m in $(MAN_OUT); do \
+		mandoc -T lint -W warning $$m || exit 1; \
+		out=$$(LC_ALL=C.UTF-8 MANWIDTH=80 man --warnings -l $$m 2>&1 >/dev/null); \
+		[ -z "$$out" ] || { echo "$$m: $$out" >&2; exit 1; }; \
+	done
+
+DEB_ARCH  = $(shell dpkg --print-architecture)
+DEB_STAGE = $(BUILD)/deb/root
+DEB_FILE  = $(BUILD)/rekeyfs_$(VERSION)_$(DEB_ARCH).deb
+
+deb: $(PROGS:%=$(BUILD)/stripped/%) $(MAN_OUT)
+	rm -rf $(BUILD)/deb
+	$(MAKE) --no-print-directory install DESTDIR=$(abspath $(DEB_STAGE)) \
+		PREFIX=/usr INSTALL_DEBUG=0
+	gzip -9n $(DEB_STAGE)/usr/share/man/man*/*
+	mkdir -p $(DEB_STAGE)/DEBIAN $(BUILD)/deb/src/debian
+	printf 'Source: rekeyfs\n\nPackage: rekeyfs\nArchitecture: any\n' \
+		> $(BUILD)/deb/src/debian/control
+	cd $(BUILD)/deb/src && dpkg-shlibdeps -O \
+		$(PROGS:%=-e$(abspath $(DEB_STAGE))/usr/bin/%) \
+		| sed -n 's/^shlibs:Depends=//p' > ../depends
+	{ echo "Package: rekeyfs"; \
+	  echo "Version: $(VERSION)"; \
+	  echo "Architecture: $(DEB_ARCH)"; \
+	  echo "Maintainer: rekeyfs developers <rekeyfs@localhost>"; \
+	  echo "Installed-Size: $$(du -sk --exclude=DEBIAN $(DEB_STAGE) | cut -f1)"; \
+	  echo "Depends: $$(cat $(BUILD)/deb/depends), fuse3"; \
+	  echo "Section: admin"; \
+	  echo "Priority: optional"; \
+	  echo "Description: encrypted FUSE filesystem with online key rotation"; \
+	  echo " rekeyfs keeps files encrypted in a backing directory and shows them"; \
+	  echo " decrypted at a mount point.  Keys come in numbered generations:"; \
+	  echo " rekeyfs-key adds and retires them while the filesystem stays"; \
+	  echo " mounted, and rekeyfs-rekey rewrites old files to the newest key."; \
+	} > $(DEB_STAGE)/DEBIAN/control
+	cd $(DEB_STAGE) && find usr -type f -exec md5sum {} + > DEBIAN/md5sums
+	dpkg-deb --root-owner-group -Zxz --build $(DEB_STAGE) $(DEB_FILE)
+	@echo "deb: $(DEB_FILE)"
 
 
 

@@ -1085,6 +1085,11 @@ static int start_generation(struct parse_state *ps, const char *section)
 		     "%s:%u: [%s]: generation numbers are whole numbers from 1 "
 		     "to 4294967295",
 		     ps->name, SECTION_LINE(ps), section);
+	if (kr->count && kr->gens[0].number == 0)
+		FAIL(ps, -EINVAL,
+		     "%s:%u: [generation] without a number must be the "
+		     "snippet's only section",
+		     ps->name, SECTION_LINE(ps));
 	if (rkfs_keyring_find(kr, number))
 		FAIL(ps, -EINVAL, "%s:%u: [generation %" PRIu32 "] is listed twice",
 		     ps->name, SECTION_LINE(ps), number);
@@ -1100,6 +1105,28 @@ static int start_generation(struct parse_state *ps, const char *section)
 	g = &kr->gens[kr->count++];
 	memset(g, 0, sizeof(*g));
 	g->number = number;
+	g->state = RKFS_GEN_ENABLED;
+	g->line = ps->section_line ? ps->section_line : ps->line;
+	ps->cur = g;
+	return 1;
+}
+
+/* "[generation]" in a snippet: number 0, the caller picks the number. */
+static int start_unnumbered(struct parse_state *ps)
+{
+	struct rkfs_keyring *kr = ps->kr;
+	struct rkfs_generation *g;
+
+	if (kr->count)
+		FAIL(ps, -EINVAL,
+		     "%s:%u: [generation] without a number must be the "
+		     "snippet's only section",
+		     ps->name, SECTION_LINE(ps));
+	kr->gens = calloc(1, sizeof(*kr->gens));
+	if (kr->gens == NULL)
+		FAIL(ps, -ENOMEM, "%s: out of memory", ps->name);
+	g = &kr->gens[kr->count++];
+	g->number = 0;
 	g->state = RKFS_GEN_ENABLED;
 	g->line = ps->section_line ? ps->section_line : ps->line;
 	ps->cur = g;
@@ -1286,6 +1313,10 @@ static int handler(void *user, const char *section, const char *name,
 			ps->keyring_line = SECTION_LINE(ps);
 		} else if (strncmp(section, "generation ", 11) == 0) {
 			if (!start_generation(ps, section))
+				return 0;
+		} else if (strcmp(section, "generation") == 0 &&
+			   (ps->flags & RKFS_KR_UNNUMBERED)) {
+			if (!start_unnumbered(ps))
 				return 0;
 		} else if (section[0] == '\0') {
 			FAIL(ps, -EINVAL,
@@ -1517,6 +1548,10 @@ static int open_sealed(struct parse_state *ps, struct rkfs_error *err)
 				      "kdf_salt, kdf_ops, kdf_mem, pass_check "
 				      "and mac in [keyring]",
 				      ps->name, ps->keyring_line);
+	if (ps->flags & RKFS_KR_NO_UNSEAL) {
+		kr->sealed = true;
+		return 0;
+	}
 	for (size_t i = 0; i < kr->count; i++) {
 		const struct rkfs_generation *g = &kr->gens[i];
 

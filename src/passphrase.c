@@ -27,6 +27,59 @@ static void strip_newline(char *buf, size_t *len)
 		buf[--*len] = '\0';
 }
 
+/*
+ * "-": standard input, read to its end once.  A run may need the same
+ * passphrase twice (a check, then the unlock), so it is kept, in locked
+ * memory, until rkfs_passphrase_forget().
+ */
+static char *stdin_pass;
+static size_t stdin_len;
+
+static int read_stdin(size_t max, struct rkfs_error *err)
+{
+	char *text = sodium_malloc(max + 1);
+	size_t len = 0;
+
+	if (text == NULL)
+		return -ENOMEM;
+	for (;;) {
+		ssize_t n = read(STDIN_FILENO, text + len, max + 1 - len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			int e = errno;
+
+			sodium_free(text);
+			return rkfs_error_set(err, -e,
+					      "passphrase from standard input: "
+					      "%s", strerror(e));
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+		if (len > max) {
+			sodium_free(text);
+			return rkfs_error_set(err, -EFBIG,
+					      "passphrase from standard input: "
+					      "longer than the passphrase "
+					      "limit");
+		}
+	}
+	text[len] = '\0';
+	stdin_pass = text;
+	stdin_len = len;
+	return 0;
+}
+
+void rkfs_passphrase_forget(void)
+{
+	if (stdin_pass)
+		sodium_free(stdin_pass);
+	stdin_pass = NULL;
+	stdin_len = 0;
+}
+
 static int from_file(char *buf, size_t size, const char *path,
 		     struct rkfs_error *err)
 {
@@ -34,6 +87,27 @@ static int from_file(char *buf, size_t size, const char *path,
 	size_t len;
 	int ret;
 
+	if (strcmp(path, "-") == 0) {
+		if (stdin_pass == NULL) {
+			ret = read_stdin(size - 1, err);
+			if (ret < 0)
+				return ret;
+		}
+		len = stdin_len;
+		if (memchr(stdin_pass, '\0', len))
+			return rkfs_error_set(err, -EINVAL,
+					      "the passphrase on standard "
+					      "input holds a NUL byte");
+		if (len + 1 > size)
+			return -EFBIG;
+		memcpy(buf, stdin_pass, len + 1);
+		strip_newline(buf, &len);
+		if (len == 0)
+			return rkfs_error_set(err, -EINVAL,
+					      "the passphrase on standard "
+					      "input is empty");
+		return 0;
+	}
 	ret = rkfs_secret_read(&text, &len, path, size - 1, true,
 			       RKFS_SECRET_PRIVATE, "passphrase file", NULL,
 			       err);

@@ -23,11 +23,13 @@
 
 #include <sodium.h>
 
+#include "rekeyfs/audit.h"
 #include "rekeyfs/config.h"
 #include "rekeyfs/crypt.h"
 #include "rekeyfs/error.h"
 #include "rekeyfs/format.h"
 #include "rekeyfs/fsio.h"
+#include "rekeyfs/json.h"
 #include "rekeyfs/keyring.h"
 #include "rekeyfs/meta.h"
 #include "rekeyfs/passphrase.h"
@@ -41,7 +43,7 @@ enum {
 #define SCAN_NAMES 5
 
 static const char usage_text[] =
-    "usage: rekeyfs-key COMMAND [ARGS] (--keyring FILE | --config FILE) "
+    "Usage: rekeyfs-key COMMAND [ARGS] (--keyring FILE | --config FILE) "
     "[OPTIONS]\n"
     "\n"
     "Commands:\n"
@@ -54,9 +56,15 @@ static const char usage_text[] =
     "                       enabled, not primary unless --primary\n"
     "  add --from SNIPPET   add the [generation N] sections of an INI "
     "snippet (key,\n"
-    "                       key_file or key_command); N must be above every "
-    "existing\n"
-    "                       generation; relative key_file paths are made "
+    "                       key_file or key_command; '-': standard input); "
+    "N must be\n"
+    "                       above every existing generation, or left out "
+    "([generation],\n"
+    "                       the only section) for the next number; a "
+    "generation already\n"
+    "                       there with the same key is success, with "
+    "another key a\n"
+    "                       conflict; relative key_file paths are made "
     "absolute\n"
     "  promote N            make enabled generation N the primary\n"
     "  disable N            keep N's key but stop using it (reversible)\n"
@@ -66,56 +74,72 @@ static const char usage_text[] =
     "                       number; needs --source (checked) or --force; an "
     "external\n"
     "                       key_file or key_command is not touched\n"
-    "  list [--json]        generations: state, primary, created, key "
+    "  list                 generations: state, primary, created, key "
     "source, check\n"
     "                       value (never key material)\n"
     "  check                does the keyring fit the tree in --source?\n"
-    "  generate             print a fresh random key (base64) for a "
-    "key_file\n"
+    "  generate             print a fresh random key as base64:..., ready "
+    "for key = or\n"
+    "                       a key_file\n"
     "  protect              seal the keyring's keys under a passphrase "
     "(Argon2id);\n"
     "                       on a sealed keyring: change the passphrase\n"
     "  unprotect            remove the passphrase sealing\n"
     "\n"
     "Options:\n"
-    "  --keyring FILE       the keyring\n"
-    "  --config FILE        a mount config: its [mount] keyring, backing "
+    "  -k, --keyring FILE   the keyring (default: $REKEYFS_KEYRING)\n"
+    "  -c, --config FILE    a mount config: its [mount] keyring, backing "
     "(default\n"
-    "                       --source) and passphrase settings are used\n"
-    "  --source DIR         backing directory: disable/destroy refuse while "
+    "                       --source) and passphrase settings are used "
+    "(default:\n"
+    "                       $REKEYFS_CONFIG, when --keyring is not given "
+    "either)\n"
+    "      --source DIR     backing directory: disable/destroy refuse while "
     "files there\n"
     "                       use the generation (header scan); check compares "
     "it\n"
-    "  --force              disable/destroy without a --source scan or "
+    "      --force          disable/destroy without a --source scan or "
     "despite files\n"
     "                       still using the generation (never the "
     "primary)\n"
-    "  --primary            add: make the new (highest) generation primary\n"
-    "  --from FILE          add: generation snippet\n"
-    "  --json               list: JSON output\n"
-    "  --passphrase         init: seal the new keyring under a passphrase\n"
-    "  --passphrase-file F  passphrase of a sealed keyring (or the new one "
-    "for\n"
-    "                       init --passphrase and protect)\n"
-    "  --passphrase-command CMD   same, from a command's stdout; the "
+    "      --primary        add: make the new (highest) generation primary\n"
+    "      --from FILE      add: generation snippet ('-': standard input)\n"
+    "      --json           one JSON object on stdout, whatever the "
+    "outcome\n"
+    "  -q, --quiet          print nothing on success but the data asked for "
+    "(list,\n"
+    "                       generate); errors and warnings still go to "
+    "stderr\n"
+    "      --passphrase     init: seal the new keyring under a passphrase\n"
+    "      --passphrase-file F  passphrase of a sealed keyring (or the new "
+    "one for\n"
+    "                       init --passphrase and protect); '-': standard "
+    "input\n"
+    "      --passphrase-command CMD   same, from a command's stdout; the "
     "command line is\n"
     "                       visible to every user in /proc/PID/cmdline (ps): "
     "prefer\n"
     "                       passphrase_command in the --config file\n"
-    "  --allow-unsealed     accept an unsealed keyring although a passphrase "
+    "      --allow-unsealed accept an unsealed keyring although a passphrase "
     "source\n"
     "                       is given or --source recorded a sealed one "
     "(logged)\n"
-    "  --new-passphrase-file F, --new-passphrase-command CMD\n"
+    "      --new-passphrase-file F, --new-passphrase-command CMD\n"
     "                       protect on a sealed keyring: the new "
     "passphrase\n"
-    "  --kdf-ops N, --kdf-mem BYTES[K|M|G]   Argon2id cost (default 3, 256M;"
-    "\n"
+    "      --kdf-ops N, --kdf-mem BYTES[K|M|G]   Argon2id cost (default 3, "
+    "256M;\n"
     "                       env REKEYFS_KDF_OPS, REKEYFS_KDF_MEM)\n"
+    "  -h, --help           this help\n"
+    "  -V, --version        print the version\n"
     "Without a passphrase file or command, a sealed keyring asks on the "
     "terminal.\n"
     "disable without --source or --force is allowed (it is reversible) but "
     "warns.\n"
+    "Every change is recorded in the audit trail (syslog, facility authpriv):"
+    "\n"
+    "the event, the keyring's path and the generation numbers, never a "
+    "key.\n"
     "\n"
     "Exit status:\n"
     "  0  done (also when nothing had to change)\n"
@@ -124,9 +148,9 @@ static const char usage_text[] =
     "     tree, the generation is the primary, destroy without --source/"
     "--force,\n"
     "     or an unsealed keyring where a sealed one is expected\n"
-    "  2  usage error, or a keyring, snippet, config or passphrase error; "
-    "nothing\n"
-    "     was changed\n";
+    "  2  usage error, or a keyring, snippet, config or passphrase error "
+    "(also a\n"
+    "     conflicting snippet); nothing was changed\n";
 
 struct opts {
 	const char *cmd;
@@ -139,20 +163,165 @@ struct opts {
 	const char *new_pass_file, *new_pass_command;
 	unsigned long long kdf_ops;
 	size_t kdf_mem;
-	bool json, force, primary, passphrase, allow_unsealed;
+	bool json, quiet, force, primary, passphrase, allow_unsealed;
 };
+
+/*
+ * What a run says.  Errors and warnings go to stderr (also with -q); the
+ * lines that report what was done go to stdout unless -q.  With --json,
+ * both are collected and printed in one JSON object at the end, so stdout
+ * holds exactly one JSON document whatever happens.
+ */
+struct lines {
+	char **v;
+	size_t n;
+};
+
+static struct {
+	bool json, quiet;
+	bool data_printed;  /* list/generate printed their own JSON */
+	bool changed;       /* the keyring was written */
+	const char *command;
+	const char *keyring;
+	struct lines said, diagnostics;
+	uint32_t gens[64];  /* generations the command acted on */
+	size_t ngens;
+} out;
+
+static void lines_add(struct lines *l, char *line)
+{
+	char **grown;
+	size_t len = strlen(line);
+
+	while (len && line[len - 1] == '\n')
+		line[--len] = '\0';
+	grown = realloc(l->v, (l->n + 1) * sizeof(*l->v));
+	if (grown == NULL) {
+		free(line);
+		return;
+	}
+	l->v = grown;
+	l->v[l->n++] = line;
+}
+
+static void lines_free(struct lines *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		free(l->v[i]);
+	free(l->v);
+	l->v = NULL;
+	l->n = 0;
+}
+
+static void note_gen(uint32_t g)
+{
+	for (size_t i = 0; i < out.ngens; i++)
+		if (out.gens[i] == g)
+			return;
+	if (out.ngens < sizeof(out.gens) / sizeof(out.gens[0]))
+		out.gens[out.ngens++] = g;
+}
 
 static void msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 static void msg(const char *fmt, ...)
 {
 	va_list ap;
+	char *line;
 
-	fputs("rekeyfs-key: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	if (vasprintf(&line, fmt, ap) < 0)
+		line = NULL;
 	va_end(ap);
-	fputc('\n', stderr);
+	if (line == NULL)
+		return;
+	fprintf(stderr, "rekeyfs-key: %s\n", line);
+	if (out.json)
+		lines_add(&out.diagnostics, line);
+	else
+		free(line);
+}
+
+/* A line of the report on stdout (fmt ends in a newline). */
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static void say(const char *fmt, ...)
+{
+	va_list ap;
+	char *text, *p, *nl;
+
+	va_start(ap, fmt);
+	if (out.quiet && !out.json) {
+		va_end(ap);
+		return;
+	}
+	if (vasprintf(&text, fmt, ap) < 0)
+		text = NULL;
+	va_end(ap);
+	if (text == NULL)
+		return;
+	if (!out.json) {
+		fputs(text, stdout);
+		free(text);
+		return;
+	}
+	for (p = text; *p; p = nl + 1) {
+		nl = strchrnul(p, '\n');
+		lines_add(&out.said, strndup(p, (size_t)(nl - p)));
+		if (*nl == '\0')
+			break;
+	}
+	free(text);
+}
+
+static void json_lines(struct rkfs_json *j, const char *key,
+		       const struct lines *l)
+{
+	rkfs_json_begin_array(j, key);
+	for (size_t i = 0; i < l->n; i++)
+		rkfs_json_string(j, NULL, l->v[i]);
+	rkfs_json_end_array(j);
+}
+
+/* The --json answer of every command that has no data of its own. */
+static void print_json_result(int status)
+{
+	struct rkfs_json j;
+
+	rkfs_json_begin_document(&j, stdout);
+	rkfs_json_begin_object(&j, NULL);
+	rkfs_json_string(&j, "command", out.command);
+	rkfs_json_string(&j, "keyring", out.keyring);
+	rkfs_json_int(&j, "exit_status", status);
+	rkfs_json_bool(&j, "changed", out.changed);
+	rkfs_json_begin_array(&j, "generations");
+	for (size_t i = 0; i < out.ngens; i++)
+		rkfs_json_uint(&j, NULL, out.gens[i]);
+	rkfs_json_end_array(&j);
+	json_lines(&j, "messages", &out.said);
+	json_lines(&j, "diagnostics", &out.diagnostics);
+	rkfs_json_end_object(&j);
+	(void)rkfs_json_end_document(&j);
+}
+
+/* Record a key event in the audit trail (see rekeyfs/audit.h). */
+static struct rkfs_audit *audit(const char *event, const char *keyring)
+{
+	struct rkfs_audit *a = rkfs_audit_begin("rekeyfs-key", event);
+
+	rkfs_audit_str(a, "keyring", keyring);
+	return a;
+}
+
+static void audit_end(struct rkfs_audit *a)
+{
+	int ret = rkfs_audit_end(a);
+
+	if (ret < 0)
+		msg("warning: audit log %s: %s",
+		    getenv("REKEYFS_AUDIT_LOG") ? getenv("REKEYFS_AUDIT_LOG")
+						: "(syslog)",
+		    strerror(-ret));
 }
 
 static int fail(struct rkfs_error *err, int code, const char *fallback)
@@ -373,14 +542,21 @@ static int scan_refuses(const char *source, uint32_t gen, const char *what,
 		    "valid header",
 		    source, sc.errors);
 	if (sc.count) {
-		fprintf(stderr,
-			"rekeyfs-key: %s: %lu file%s still use%s generation "
-			"%" PRIu32 ":",
-			source, sc.count, sc.count == 1 ? "" : "s",
-			sc.count == 1 ? "s" : "", gen);
-		for (size_t i = 0; i < SCAN_NAMES && i < sc.count; i++)
-			fprintf(stderr, " %s", sc.names[i] ? sc.names[i] : "?");
-		fprintf(stderr, "%s\n", sc.count > SCAN_NAMES ? " ..." : "");
+		char names[1024] = "";
+		size_t used = 0;
+
+		for (size_t i = 0; i < SCAN_NAMES && i < sc.count; i++) {
+			int n = snprintf(names + used, sizeof(names) - used,
+					 " %s", sc.names[i] ? sc.names[i] : "?");
+
+			if (n < 0 || (size_t)n >= sizeof(names) - used)
+				break;
+			used += (size_t)n;
+		}
+		msg("%s: %lu file%s still use%s generation %" PRIu32 ":%s%s",
+		    source, sc.count, sc.count == 1 ? "" : "s",
+		    sc.count == 1 ? "s" : "", gen, names,
+		    sc.count > SCAN_NAMES ? " ..." : "");
 		if (force) {
 			msg("--force: %s generation %" PRIu32 " anyway", what,
 			    gen);
@@ -498,6 +674,7 @@ static int save(struct rkfs_keyring *kr, const char *path)
 		ret = rkfs_keyring_save(kr, path, &err);
 	if (ret < 0)
 		return fail(&err, EXIT_ERROR, strerror(-ret));
+	out.changed = true;
 	return EXIT_OK;
 }
 
@@ -532,9 +709,17 @@ static int cmd_init(const struct opts *o)
 		goto out;
 	}
 	ret = save(kr, o->keyring);
-	if (ret == EXIT_OK)
-		printf("created %s: generation 1, primary%s\n", o->keyring,
-		       kr->sealed ? ", sealed with a passphrase" : "");
+	if (ret == EXIT_OK) {
+		struct rkfs_audit *a = audit("key-init", o->keyring);
+
+		rkfs_audit_num(a, "generation", 1);
+		rkfs_audit_num(a, "primary", 1);
+		rkfs_audit_str(a, "sealed", kr->sealed ? "yes" : "no");
+		audit_end(a);
+		note_gen(1);
+		say("created %s: generation 1, primary%s\n", o->keyring,
+		    kr->sealed ? ", sealed with a passphrase" : "");
+	}
 out:
 	rkfs_keyring_free(kr);
 	close(lock);
@@ -579,70 +764,244 @@ static int load_gen_key(struct rkfs_keyring *kr, struct rkfs_generation *g)
 	return EXIT_OK;
 }
 
+/* Read a snippet from standard input into locked memory (it may hold keys). */
+static int read_stdin_snippet(char **text, size_t *len)
+{
+	size_t cap = 64 * 1024, used = 0;
+	char *buf = sodium_malloc(cap + 1);
+
+	*text = NULL;
+	if (buf == NULL) {
+		msg("out of memory");
+		return -ENOMEM;
+	}
+	for (;;) {
+		ssize_t n = read(STDIN_FILENO, buf + used, cap - used);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			msg("standard input: %s", strerror(errno));
+			sodium_free(buf);
+			return -EIO;
+		}
+		if (n == 0)
+			break;
+		used += (size_t)n;
+		if (used == cap) {
+			msg("standard input: a snippet is at most %zu bytes",
+			    cap - 1);
+			sodium_free(buf);
+			return -EFBIG;
+		}
+	}
+	buf[used] = '\0';
+	*text = buf;
+	*len = used;
+	return 0;
+}
+
+/* The snippet named by --from: a file, or "-" for standard input. */
+static int load_snippet(struct rkfs_keyring **snip, const char *from,
+			char **absdir)
+{
+	struct rkfs_error err = {0};
+	char *dir = NULL, *base = NULL, *text;
+	bool inline_keys = false;
+	struct stat st;
+	size_t len;
+	int ret;
+
+	*snip = NULL;
+	*absdir = NULL;
+	if (strcmp(from, "-") == 0) {
+		/* Relative key_file paths: relative to the caller. */
+		*absdir = getcwd(NULL, 0);
+		if (*absdir == NULL) {
+			msg("cannot tell the current directory: %s",
+			    strerror(errno));
+			return EXIT_ERROR;
+		}
+		if (read_stdin_snippet(&text, &len) < 0)
+			return EXIT_ERROR;
+		ret = rkfs_keyring_parse(snip, text, len, "<stdin>", *absdir,
+					 RKFS_KR_SNIPPET | RKFS_KR_UNNUMBERED,
+					 &err);
+		sodium_free(text);
+		if (ret < 0)
+			return fail(&err, EXIT_ERROR, "cannot read snippet");
+		return EXIT_OK;
+	}
+	if (stat(from, &st) < 0) {
+		msg("%s: %s", from, strerror(errno));
+		return EXIT_ERROR;
+	}
+	if (rkfs_keyring_load(snip, from,
+			      RKFS_KR_NO_MODE_CHECK | RKFS_KR_SNIPPET |
+				  RKFS_KR_UNNUMBERED,
+			      &err) < 0)
+		return fail(&err, EXIT_ERROR, "cannot read snippet");
+	if (rkfs_path_split(&dir, &base, from) < 0 ||
+	    (*absdir = realpath(dir, NULL)) == NULL) {
+		msg("%s: %s", from, strerror(errno));
+		free(dir);
+		free(base);
+		return EXIT_ERROR;
+	}
+	free(dir);
+	free(base);
+	for (size_t i = 0; i < (*snip)->count; i++)
+		if ((*snip)->gens[i].source == RKFS_KEY_INLINE)
+			inline_keys = true;
+	if (inline_keys && (st.st_mode & 077)) {
+		msg("%s: holds an inline key but is readable or writable by "
+		    "group or others (mode %04o); run: chmod 600 %s",
+		    from, (unsigned)(st.st_mode & 07777), from);
+		return EXIT_ERROR;
+	}
+	return EXIT_OK;
+}
+
+/* The check value a keyring generation is known by, or NULL. */
+static const uint8_t *known_check(struct rkfs_generation *g)
+{
+	if (!g->has_check && g->key)
+		set_check(g);
+	return g->has_check ? g->check : NULL;
+}
+
+/*
+ * Is snippet generation s (its key loaded and checked) already in kr?
+ * 0: no, add it; 1: yes, same number and key, nothing to do (said);
+ * -1: a conflict (reported).
+ */
+static int add_conflict(struct rkfs_keyring *kr, const struct rkfs_generation *s,
+			const char *from)
+{
+	for (size_t i = 0; i < kr->count; i++) {
+		struct rkfs_generation *g = &kr->gens[i];
+		const uint8_t *cv = known_check(g);
+		bool same = cv && sodium_memcmp(cv, s->check,
+						RKFS_CHECK_LEN) == 0;
+
+		if (s->number == 0 && same) {
+			if (g->state == RKFS_GEN_DESTROYED) {
+				msg("%s:%u: this key was generation %" PRIu32
+				    ", which is destroyed; a destroyed key "
+				    "is never added again",
+				    from, s->line, g->number);
+				return -1;
+			}
+			say("generation %" PRIu32 " already holds this key "
+			    "(%s); nothing to do\n",
+			    g->number, rkfs_gen_state_name(g->state));
+			note_gen(g->number);
+			return 1;
+		}
+		if (s->number == 0)
+			continue;
+		if (g->number == s->number) {
+			if (g->state == RKFS_GEN_DESTROYED) {
+				msg("%s:%u: generation %" PRIu32 " of %s is "
+				    "destroyed; its number is never reused",
+				    from, s->line, s->number, kr->path);
+				return -1;
+			}
+			if (cv == NULL) {
+				msg("%s:%u: generation %" PRIu32 " is already "
+				    "in %s and has no check value to compare "
+				    "with; run rekeyfs-key promote or enable "
+				    "on it once to record one",
+				    from, s->line, s->number, kr->path);
+				return -1;
+			}
+			if (!same) {
+				msg("%s:%u: conflict: generation %" PRIu32
+				    " is already in %s with a different key; "
+				    "a generation's key never changes (use "
+				    "the next number, %" PRIu32 ", or leave "
+				    "the number out)",
+				    from, s->line, s->number, kr->path,
+				    rkfs_keyring_max_generation(kr) + 1);
+				return -1;
+			}
+			say("generation %" PRIu32 " is already in the keyring "
+			    "with this key (%s); nothing to do\n",
+			    g->number, rkfs_gen_state_name(g->state));
+			note_gen(g->number);
+			return 1;
+		}
+		if (same) {
+			msg("%s:%u: conflict: the key of [generation %" PRIu32
+			    "] is already generation %" PRIu32 " of %s; a "
+			    "key belongs to one generation",
+			    from, s->line, s->number, g->number, kr->path);
+			return -1;
+		}
+	}
+	return 0;
+}
+
 static int add_from(struct rkfs_keyring *kr, const struct opts *o,
-		    uint32_t *last)
+		    uint32_t *last, bool *added)
 {
 	struct rkfs_error err = {0};
 	struct rkfs_keyring *snip = NULL;
 	uint32_t max = rkfs_keyring_max_generation(kr);
-	char *dir = NULL, *base = NULL, *absdir = NULL;
-	struct stat st;
+	char *absdir = NULL;
+	const char *from = strcmp(o->from, "-") == 0 ? "<stdin>" : o->from;
 	int ret = EXIT_ERROR;
-	bool inline_keys = false;
+	bool *skip = NULL;
 
-	if (stat(o->from, &st) < 0) {
-		msg("%s: %s", o->from, strerror(errno));
-		return EXIT_ERROR;
-	}
-	if (rkfs_keyring_load(&snip, o->from,
-			      RKFS_KR_NO_MODE_CHECK | RKFS_KR_SNIPPET,
-			      &err) < 0)
-		return fail(&err, EXIT_ERROR, "cannot read snippet");
+	*added = false;
+	ret = load_snippet(&snip, o->from, &absdir);
+	if (ret != EXIT_OK)
+		goto out;
+	ret = EXIT_ERROR;
 	if (snip->count == 0) {
-		msg("%s: no [generation N] sections", o->from);
+		msg("%s: no [generation N] sections", from);
 		goto out;
 	}
 	if (snip->primary_explicit || snip->sealed) {
 		msg("%s: a snippet holds only [generation N] sections; use "
 		    "--primary or rekeyfs-key promote to set the primary",
-		    o->from);
+		    from);
 		goto out;
 	}
-	if (rkfs_path_split(&dir, &base, o->from) < 0 ||
-	    (absdir = realpath(dir, NULL)) == NULL) {
-		msg("%s: %s", o->from, strerror(errno));
+	skip = calloc(snip->count, sizeof(*skip));
+	if (skip == NULL) {
+		msg("out of memory");
 		goto out;
 	}
 	for (size_t i = 0; i < snip->count; i++) {
 		struct rkfs_generation *g = &snip->gens[i];
 
-		if (g->number <= max) {
-			msg("%s:%u: [generation %" PRIu32
-			    "] is not above the highest generation %" PRIu32
-			    " of %s; numbers only grow and are never reused",
-			    o->from, g->line, g->number, max, kr->path);
-			goto out;
-		}
 		if (g->state == RKFS_GEN_DESTROYED) {
 			msg("%s:%u: generation %" PRIu32
 			    ": a new generation cannot be destroyed",
-			    o->from, g->line, g->number);
+			    from, g->line, g->number);
 			goto out;
 		}
-		if (g->source == RKFS_KEY_INLINE)
-			inline_keys = true;
 	}
-	if (inline_keys && (st.st_mode & 077)) {
-		msg("%s: holds an inline key but is readable or writable by "
-		    "group or others (mode %04o); run: chmod 600 %s",
-		    o->from, (unsigned)(st.st_mode & 07777), o->from);
-		goto out;
+	/* A number below the highest that the keyring does not hold. */
+	for (size_t i = 0; i < snip->count; i++) {
+		struct rkfs_generation *g = &snip->gens[i];
+
+		if (g->number && g->number <= max &&
+		    rkfs_keyring_find(kr, g->number) == NULL) {
+			msg("%s:%u: [generation %" PRIu32
+			    "] is not above the highest generation %" PRIu32
+			    " of %s; numbers only grow and are never reused",
+			    from, g->line, g->number, max, kr->path);
+			goto out;
+		}
 	}
+	/* Every key is loaded and checked before anything is decided. */
 	for (size_t i = 0; i < snip->count; i++) {
 		struct rkfs_generation *g = &snip->gens[i];
 		uint8_t cv[RKFS_CHECK_LEN];
 
-		if (rkfs_keyring_load_key(g, o->from, absdir, &err) < 0 &&
+		if (rkfs_keyring_load_key(g, from, absdir, &err) < 0 &&
 		    g->key == NULL) {
 			fail(&err, EXIT_ERROR, "cannot load the key");
 			goto out;
@@ -652,11 +1011,41 @@ static int add_from(struct rkfs_keyring *kr, const struct opts *o,
 			if (sodium_memcmp(cv, g->check, sizeof(cv)) != 0) {
 				msg("%s:%u: generation %" PRIu32
 				    ": the key does not match its check value",
-				    o->from, g->line, g->number);
+				    from, g->line, g->number);
 				goto out;
 			}
 		} else {
 			set_check(g);
+		}
+	}
+	for (size_t i = 0; i < snip->count; i++) {
+		struct rkfs_generation *g = &snip->gens[i];
+		int c = add_conflict(kr, g, from);
+
+		if (c < 0)
+			goto out;
+		skip[i] = c == 1;
+		if (skip[i])
+			*last = g->number ? g->number : out.gens[out.ngens - 1];
+		else if (g->number && g->number <= max) {
+			msg("%s:%u: [generation %" PRIu32
+			    "] is not above the highest generation %" PRIu32
+			    " of %s; numbers only grow and are never reused",
+			    from, g->line, g->number, max, kr->path);
+			goto out;
+		}
+	}
+	for (size_t i = 0; i < snip->count; i++) {
+		struct rkfs_generation *g = &snip->gens[i];
+
+		if (skip[i])
+			continue;
+		if (g->number == 0) {
+			g->number = max + 1;
+			if (g->number == 0) {
+				msg("%s: no generation number is left", kr->path);
+				goto out;
+			}
 		}
 		if (g->source == RKFS_KEY_FILE && g->key_file[0] != '/') {
 			char *abs;
@@ -676,6 +1065,8 @@ static int add_from(struct rkfs_keyring *kr, const struct opts *o,
 	for (size_t i = 0; i < snip->count; i++) {
 		struct rkfs_generation g = snip->gens[i];
 
+		if (skip[i])
+			continue;
 		g.line = 0;
 		memset(&snip->gens[i], 0, sizeof(snip->gens[i]));
 		if (rkfs_keyring_append(kr, &g, &err) < 0) {
@@ -683,11 +1074,11 @@ static int add_from(struct rkfs_keyring *kr, const struct opts *o,
 			goto out;
 		}
 		*last = kr->gens[kr->count - 1].number;
+		*added = true;
 	}
 	ret = EXIT_OK;
 out:
-	free(dir);
-	free(base);
+	free(skip);
 	free(absdir);
 	rkfs_keyring_free(snip);
 	return ret;
@@ -696,10 +1087,11 @@ out:
 static int cmd_add(struct rkfs_keyring *kr, const struct opts *o)
 {
 	uint32_t before = rkfs_keyring_max_generation(kr), last = 0;
+	bool added = true;
 	int ret;
 
 	if (o->from) {
-		ret = add_from(kr, o, &last);
+		ret = add_from(kr, o, &last, &added);
 		if (ret != EXIT_OK)
 			return ret;
 	} else {
@@ -721,22 +1113,41 @@ static int cmd_add(struct rkfs_keyring *kr, const struct opts *o)
 			    last, rkfs_gen_state_name(g->state));
 			return EXIT_ERROR;
 		}
+		if (!added && kr->primary == last)
+			return EXIT_OK;
 		kr->primary = last;
 		kr->primary_explicit = true;
+	} else if (!added) {
+		return EXIT_OK;
 	}
 	ret = save(kr, o->keyring);
 	if (ret != EXIT_OK)
 		return ret;
 	for (size_t i = 0; i < kr->count; i++) {
 		const struct rkfs_generation *g = &kr->gens[i];
+		struct rkfs_audit *a;
 
-		if (g->number > before)
-			printf("added generation %" PRIu32 " (%s, %s key)\n",
-			       g->number, rkfs_gen_state_name(g->state),
-			       source_name(g->source));
+		if (g->number <= before)
+			continue;
+		say("added generation %" PRIu32 " (%s, %s key)\n", g->number,
+		    rkfs_gen_state_name(g->state), source_name(g->source));
+		note_gen(g->number);
+		a = audit("key-add", o->keyring);
+		rkfs_audit_num(a, "generation", g->number);
+		rkfs_audit_str(a, "state", rkfs_gen_state_name(g->state));
+		rkfs_audit_str(a, "source", source_name(g->source));
+		if (g->source == RKFS_KEY_FILE)
+			rkfs_audit_str(a, "key_file", g->key_file);
+		audit_end(a);
 	}
-	if (o->primary)
-		printf("generation %" PRIu32 " is now primary\n", last);
+	if (o->primary) {
+		struct rkfs_audit *a = audit("key-promote", o->keyring);
+
+		say("generation %" PRIu32 " is now primary\n", last);
+		note_gen(last);
+		rkfs_audit_num(a, "generation", last);
+		audit_end(a);
+	}
 	return EXIT_OK;
 }
 
@@ -755,6 +1166,7 @@ static struct rkfs_generation *need_gen(struct rkfs_keyring *kr,
 static int cmd_promote(struct rkfs_keyring *kr, const struct opts *o)
 {
 	struct rkfs_generation *g = need_gen(kr, o->number);
+	uint32_t old;
 	int ret;
 
 	if (g == NULL)
@@ -770,17 +1182,25 @@ static int cmd_promote(struct rkfs_keyring *kr, const struct opts *o)
 	if (ret != EXIT_OK)
 		return ret;
 	if (kr->primary_explicit && kr->primary == g->number) {
-		printf("generation %" PRIu32 " is already primary\n",
+		say("generation %" PRIu32 " is already primary\n",
 		       g->number);
 		return EXIT_OK;
 	}
 	if (!g->has_check)
 		set_check(g);
+	old = kr->primary;
 	kr->primary = g->number;
 	kr->primary_explicit = true;
 	ret = save(kr, o->keyring);
-	if (ret == EXIT_OK)
-		printf("generation %" PRIu32 " is now primary\n", g->number);
+	if (ret == EXIT_OK) {
+		struct rkfs_audit *a = audit("key-promote", o->keyring);
+
+		rkfs_audit_num(a, "generation", g->number);
+		if (old)
+			rkfs_audit_num(a, "previous", old);
+		audit_end(a);
+		say("generation %" PRIu32 " is now primary\n", g->number);
+	}
 	return ret;
 }
 
@@ -801,7 +1221,7 @@ static int cmd_enable(struct rkfs_keyring *kr, const struct opts *o)
 	if (ret != EXIT_OK)
 		return ret;
 	if (g->state == RKFS_GEN_ENABLED) {
-		printf("generation %" PRIu32 " is already enabled\n",
+		say("generation %" PRIu32 " is already enabled\n",
 		       g->number);
 		return EXIT_OK;
 	}
@@ -809,8 +1229,13 @@ static int cmd_enable(struct rkfs_keyring *kr, const struct opts *o)
 	if (!g->has_check)
 		set_check(g);
 	ret = save(kr, o->keyring);
-	if (ret == EXIT_OK)
-		printf("generation %" PRIu32 " enabled\n", g->number);
+	if (ret == EXIT_OK) {
+		struct rkfs_audit *a = audit("key-enable", o->keyring);
+
+		rkfs_audit_num(a, "generation", g->number);
+		audit_end(a);
+		say("generation %" PRIu32 " enabled\n", g->number);
+	}
 	return ret;
 }
 
@@ -842,7 +1267,7 @@ static int cmd_disable(struct rkfs_keyring *kr, const struct opts *o)
 		return EXIT_ERROR;
 	}
 	if (g->state == RKFS_GEN_DISABLED) {
-		printf("generation %" PRIu32 " is already disabled\n",
+		say("generation %" PRIu32 " is already disabled\n",
 		       g->number);
 		return EXIT_OK;
 	}
@@ -856,8 +1281,16 @@ static int cmd_disable(struct rkfs_keyring *kr, const struct opts *o)
 		    g->number);
 	g->state = RKFS_GEN_DISABLED;
 	ret = save(kr, o->keyring);
-	if (ret == EXIT_OK)
-		printf("generation %" PRIu32 " disabled\n", g->number);
+	if (ret == EXIT_OK) {
+		struct rkfs_audit *a = audit("key-disable", o->keyring);
+
+		rkfs_audit_num(a, "generation", g->number);
+		rkfs_audit_str(a, "checked_source", o->source);
+		if (o->force)
+			rkfs_audit_str(a, "forced", "yes");
+		audit_end(a);
+		say("generation %" PRIu32 " disabled\n", g->number);
+	}
 	return ret;
 }
 
@@ -871,7 +1304,7 @@ static int cmd_destroy(struct rkfs_keyring *kr, const struct opts *o)
 	if (g == NULL)
 		return EXIT_ERROR;
 	if (g->state == RKFS_GEN_DESTROYED) {
-		printf("generation %" PRIu32 " is already destroyed\n",
+		say("generation %" PRIu32 " is already destroyed\n",
 		       g->number);
 		return EXIT_OK;
 	}
@@ -903,15 +1336,22 @@ static int cmd_destroy(struct rkfs_keyring *kr, const struct opts *o)
 	g->state = RKFS_GEN_DESTROYED;
 	ret = save(kr, o->keyring);
 	if (ret == EXIT_OK) {
-		printf("generation %" PRIu32
-		       " destroyed; its number stays reserved\n",
-		       g->number);
+		struct rkfs_audit *a = audit("key-destroy", o->keyring);
+
+		rkfs_audit_num(a, "generation", g->number);
+		rkfs_audit_str(a, "checked_source", o->source);
+		if (o->force)
+			rkfs_audit_str(a, "forced", "yes");
+		audit_end(a);
+		say("generation %" PRIu32
+		    " destroyed; its number stays reserved\n",
+		    g->number);
 		if (src == RKFS_KEY_FILE)
-			printf("note: the key file %s was not touched; delete "
+			say("note: the key file %s was not touched; delete "
 			       "it yourself if nothing else needs it\n",
 			       external);
 		else if (src == RKFS_KEY_COMMAND)
-			printf("note: the key_command (%s) was not touched; "
+			say("note: the key_command (%s) was not touched; "
 			       "retire its key at the source\n",
 			       external);
 	}
@@ -919,32 +1359,20 @@ static int cmd_destroy(struct rkfs_keyring *kr, const struct opts *o)
 	return ret;
 }
 
-static void json_str(const char *s)
-{
-	putchar('"');
-	for (; s && *s; s++) {
-		unsigned char c = (unsigned char)*s;
-
-		if (c == '"' || c == '\\')
-			printf("\\%c", c);
-		else if (c < 0x20)
-			printf("\\u%04x", c);
-		else
-			putchar(c);
-	}
-	putchar('"');
-}
-
 static int cmd_list(struct rkfs_keyring *kr, const struct opts *o)
 {
 	char hex[RKFS_CHECK_LEN * 2 + 1];
+	struct rkfs_json j;
 
 	if (o->json) {
-		printf("{\"keyring\": ");
-		json_str(kr->path);
-		printf(", \"sealed\": %s, \"primary\": %" PRIu32
-		       ", \"generations\": [",
-		       kr->sealed ? "true" : "false", kr->primary);
+		rkfs_json_begin_document(&j, stdout);
+		rkfs_json_begin_object(&j, NULL);
+		rkfs_json_string(&j, "command", "list");
+		rkfs_json_string(&j, "keyring", kr->path);
+		rkfs_json_int(&j, "exit_status", EXIT_OK);
+		rkfs_json_bool(&j, "sealed", kr->sealed);
+		rkfs_json_uint(&j, "primary", kr->primary);
+		rkfs_json_begin_array(&j, "generations");
 	} else {
 		printf("%-10s %-9s %-7s %-20s %-32s %s\n", "GENERATION",
 		       "STATE", "PRIMARY", "CREATED", "CHECK", "KEY SOURCE");
@@ -960,30 +1388,20 @@ static int cmd_list(struct rkfs_keyring *kr, const struct opts *o)
 			sodium_bin2hex(hex, sizeof(hex), g->check,
 				       RKFS_CHECK_LEN);
 		if (o->json) {
-			printf("%s\n  {\"generation\": %" PRIu32
-			       ", \"state\": \"%s\", \"primary\": %s, "
-			       "\"created\": ",
-			       i ? "," : "", g->number,
-			       rkfs_gen_state_name(g->state),
-			       g->number == kr->primary ? "true" : "false");
-			if (g->created)
-				json_str(g->created);
-			else
-				printf("null");
-			printf(", \"source\": \"%s\"", source_name(g->source));
-			if (g->source == RKFS_KEY_FILE) {
-				printf(", \"key_file\": ");
-				json_str(detail);
-			} else if (g->source == RKFS_KEY_COMMAND) {
-				printf(", \"key_command\": ");
-				json_str(detail);
-			}
-			printf(", \"check\": ");
-			if (g->has_check)
-				json_str(hex);
-			else
-				printf("null");
-			printf("}");
+			rkfs_json_begin_object(&j, NULL);
+			rkfs_json_uint(&j, "generation", g->number);
+			rkfs_json_string(&j, "state",
+					 rkfs_gen_state_name(g->state));
+			rkfs_json_bool(&j, "primary", g->number == kr->primary);
+			rkfs_json_string(&j, "created", g->created);
+			rkfs_json_string(&j, "source", source_name(g->source));
+			if (g->source == RKFS_KEY_FILE)
+				rkfs_json_string(&j, "key_file", detail);
+			else if (g->source == RKFS_KEY_COMMAND)
+				rkfs_json_string(&j, "key_command", detail);
+			rkfs_json_string(&j, "check",
+					 g->has_check ? hex : NULL);
+			rkfs_json_end_object(&j);
 		} else {
 			printf("%-10" PRIu32 " %-9s %-7s %-20s %-32s %s%s%s\n",
 			       g->number, rkfs_gen_state_name(g->state),
@@ -993,9 +1411,13 @@ static int cmd_list(struct rkfs_keyring *kr, const struct opts *o)
 			       detail ? " " : "", detail ? detail : "");
 		}
 	}
-	if (o->json)
-		printf("\n]}\n");
-	else if (kr->sealed)
+	if (o->json) {
+		rkfs_json_end_array(&j);
+		rkfs_json_end_object(&j);
+		out.data_printed = true;
+		return rkfs_json_end_document(&j) < 0 ? EXIT_ERROR : EXIT_OK;
+	}
+	if (kr->sealed)
 		printf("(sealed with a passphrase)\n");
 	return EXIT_OK;
 }
@@ -1037,7 +1459,7 @@ static int cmd_check(struct rkfs_keyring *kr, const struct opts *o)
 		uint8_t cv[RKFS_CHECK_LEN];
 
 		if (g == NULL) {
-			printf("generation %" PRIu32
+			say("generation %" PRIu32
 			       ": used by the tree, not in the keyring\n",
 			       mg->number);
 			continue;
@@ -1055,7 +1477,7 @@ static int cmd_check(struct rkfs_keyring *kr, const struct opts *o)
 				ret = EXIT_REFUSED;
 				continue;
 			}
-			printf("generation %" PRIu32 ": %s in the keyring%s\n",
+			say("generation %" PRIu32 ": %s in the keyring%s\n",
 			       mg->number, rkfs_gen_state_name(g->state),
 			       have ? ", check value matches" : "");
 			continue;
@@ -1069,11 +1491,11 @@ static int cmd_check(struct rkfs_keyring *kr, const struct opts *o)
 			ret = EXIT_REFUSED;
 			continue;
 		}
-		printf("generation %" PRIu32 ": ok\n", mg->number);
+		say("generation %" PRIu32 ": ok\n", mg->number);
 	}
 	rkfs_meta_free(m);
 	if (ret == EXIT_OK)
-		printf("%s fits %s\n", kr->path, o->source);
+		say("%s fits %s\n", kr->path, o->source);
 	return ret;
 }
 
@@ -1089,23 +1511,29 @@ static int cmd_protect(struct rkfs_keyring *kr, const struct opts *o)
 		return EXIT_ERROR;
 	}
 	ret = save(kr, o->keyring);
-	if (ret == EXIT_OK)
-		printf("%s: %s\n", o->keyring,
-		       was ? "passphrase changed"
-			   : "keys sealed under a passphrase");
+	if (ret == EXIT_OK) {
+		struct rkfs_audit *a = audit("key-protect", o->keyring);
+
+		rkfs_audit_str(a, "change",
+			       was ? "passphrase-changed" : "sealed");
+		audit_end(a);
+		say("%s: %s\n", o->keyring,
+		    was ? "passphrase changed" : "keys sealed under a passphrase");
+	}
 	return ret;
 }
 
 static int cmd_unprotect(struct rkfs_keyring *kr, const struct opts *o)
 {
 	if (!kr->sealed) {
-		printf("%s is not sealed\n", o->keyring);
+		say("%s is not sealed\n", o->keyring);
 		return EXIT_OK;
 	}
 	rkfs_keyring_unseal(kr);
 	if (save(kr, o->keyring) != EXIT_OK)
 		return EXIT_ERROR;
-	printf("%s: passphrase sealing removed; keep the file at mode 0600\n"
+	audit_end(audit("key-unprotect", o->keyring));
+	say("%s: passphrase sealing removed; keep the file at mode 0600\n"
 	       "note: a backing tree that recorded the sealed keyring refuses "
 	       "this one unless\n"
 	       "      mounts and tools are given --allow-unsealed\n",
@@ -1113,22 +1541,43 @@ static int cmd_unprotect(struct rkfs_keyring *kr, const struct opts *o)
 	return EXIT_OK;
 }
 
-static int cmd_generate(void)
+/*
+ * A fresh key as "base64:...", the form a keyring's "key =" takes; a
+ * key_file may hold the same line.
+ */
+static int cmd_generate(const struct opts *o)
 {
 	unsigned char *key = sodium_malloc(RKFS_KEY_LEN);
-	char b64[sodium_base64_ENCODED_LEN(RKFS_KEY_LEN,
-					   sodium_base64_VARIANT_ORIGINAL)];
+	char *text = sodium_malloc(128);
+	struct rkfs_json j;
 	int ret;
 
-	if (key == NULL)
+	if (key == NULL || text == NULL) {
+		if (key)
+			sodium_free(key);
+		if (text)
+			sodium_free(text);
+		msg("out of memory");
 		return EXIT_ERROR;
+	}
 	randombytes_buf(key, RKFS_KEY_LEN);
-	sodium_bin2base64(b64, sizeof(b64), key, RKFS_KEY_LEN,
-			  sodium_base64_VARIANT_ORIGINAL);
+	rkfs_key_encode(text, 128, key);
 	sodium_free(key);
-	ret = printf("%s\n", b64) < 0 || fflush(stdout) != 0 ? EXIT_ERROR
-							     : EXIT_OK;
-	sodium_memzero(b64, sizeof(b64));
+	if (o->json) {
+		rkfs_json_begin_document(&j, stdout);
+		rkfs_json_begin_object(&j, NULL);
+		rkfs_json_string(&j, "command", "generate");
+		rkfs_json_int(&j, "exit_status", EXIT_OK);
+		rkfs_json_string(&j, "key", text);
+		rkfs_json_end_object(&j);
+		ret = rkfs_json_end_document(&j) < 0 ? EXIT_ERROR : EXIT_OK;
+		out.data_printed = true;
+	} else {
+		ret = printf("%s\n", text) < 0 || fflush(stdout) != 0
+			  ? EXIT_ERROR
+			  : EXIT_OK;
+	}
+	sodium_free(text);
 	return ret;
 }
 
@@ -1153,9 +1602,7 @@ static const struct {
 };
 
 enum {
-	OPT_KEYRING = 256,
-	OPT_CONFIG,
-	OPT_SOURCE,
+	OPT_SOURCE = 256,
 	OPT_FROM,
 	OPT_JSON,
 	OPT_FORCE,
@@ -1171,8 +1618,9 @@ enum {
 };
 
 static const struct option long_opts[] = {
-    {"keyring", required_argument, NULL, OPT_KEYRING},
-    {"config", required_argument, NULL, OPT_CONFIG},
+    {"keyring", required_argument, NULL, 'k'},
+    {"config", required_argument, NULL, 'c'},
+    {"quiet", no_argument, NULL, 'q'},
     {"source", required_argument, NULL, OPT_SOURCE},
     {"from", required_argument, NULL, OPT_FROM},
     {"json", no_argument, NULL, OPT_JSON},
@@ -1197,12 +1645,17 @@ static int usage_error(const char *fmt, ...)
 static int usage_error(const char *fmt, ...)
 {
 	va_list ap;
+	char *line;
 
-	fputs("rekeyfs-key: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	if (vasprintf(&line, fmt, ap) < 0)
+		line = NULL;
 	va_end(ap);
-	fputs("\nTry 'rekeyfs-key --help'.\n", stderr);
+	if (line) {
+		msg("%s", line);
+		free(line);
+	}
+	fputs("Try 'rekeyfs-key --help'.\n", stderr);
 	return EXIT_ERROR;
 }
 
@@ -1211,12 +1664,14 @@ static int parse_args(struct opts *o, int argc, char **argv)
 	size_t v;
 	int c, ret;
 
-	while ((c = getopt_long(argc, argv, "hV", long_opts, NULL)) != -1) {
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":k:c:qhV", long_opts, NULL)) !=
+	       -1) {
 		switch (c) {
-		case OPT_KEYRING:
+		case 'k':
 			o->keyring = optarg;
 			break;
-		case OPT_CONFIG:
+		case 'c':
 			o->config = optarg;
 			break;
 		case OPT_SOURCE:
@@ -1227,6 +1682,11 @@ static int parse_args(struct opts *o, int argc, char **argv)
 			break;
 		case OPT_JSON:
 			o->json = true;
+			out.json = true;
+			break;
+		case 'q':
+			o->quiet = true;
+			out.quiet = true;
 			break;
 		case OPT_FORCE:
 			o->force = true;
@@ -1278,9 +1738,12 @@ static int parse_args(struct opts *o, int argc, char **argv)
 		case 'V':
 			printf("rekeyfs-key %s\n", RKFS_VERSION);
 			exit(EXIT_OK);
+		case ':':
+			return usage_error("option '%s' needs an argument",
+					   argv[optind - 1]);
 		default:
-			fputs("Try 'rekeyfs-key --help'.\n", stderr);
-			return EXIT_ERROR;
+			return usage_error("unknown option '%s'",
+					   argv[optind - 1]);
 		}
 	}
 	if (optind >= argc)
@@ -1303,6 +1766,13 @@ static int parse_args(struct opts *o, int argc, char **argv)
 	if (o->new_pass_file && o->new_pass_command)
 		return usage_error("%s", "give --new-passphrase-file or "
 					 "--new-passphrase-command, not both");
+	if ((o->from && strcmp(o->from, "-") == 0) +
+		(o->pass_file && strcmp(o->pass_file, "-") == 0) +
+		(o->new_pass_file && strcmp(o->new_pass_file, "-") == 0) >
+	    1)
+		return usage_error("%s", "standard input ('-') can feed only "
+					 "one of --from, --passphrase-file and "
+					 "--new-passphrase-file");
 	return EXIT_OK;
 }
 
@@ -1319,22 +1789,40 @@ int main(int argc, char **argv)
 
 	/* Before anything can hold a key: no core dumps, no ptrace. */
 	(void)rkfs_protect_process();
+	/* --json holds for errors in options that come before it, too. */
+	for (int a = 1; a < argc && strcmp(argv[a], "--") != 0; a++)
+		if (strcmp(argv[a], "--json") == 0)
+			out.json = true;
 	ret = parse_args(&o, argc, argv);
+	out.command = o.cmd;
 	if (ret != EXIT_OK)
-		return ret;
+		goto out;
 	if (rkfs_crypt_init() < 0) {
 		msg("cannot initialise libsodium");
-		return EXIT_ERROR;
+		ret = EXIT_ERROR;
+		goto out;
 	}
 	if (rkfs_keyring_lock_check(NULL, &err) < 0) {
 		msg("warning: %s", err.msg);
 		rkfs_error_clear(&err);
 	}
-	if (strcmp(o.cmd, "generate") == 0)
-		return cmd_generate();
+	if (strcmp(o.cmd, "generate") == 0) {
+		ret = cmd_generate(&o);
+		goto out;
+	}
+	/* The environment names a keyring or config when options do not. */
+	if (o.keyring == NULL && o.config == NULL) {
+		const char *k = getenv("REKEYFS_KEYRING");
+		const char *c = getenv("REKEYFS_CONFIG");
+
+		o.keyring = k && *k ? k : NULL;
+		o.config = c && *c ? c : NULL;
+	}
 	if (o.config) {
-		if (rkfs_config_load(&cfg, o.config, &err) < 0)
-			return fail(&err, EXIT_ERROR, "cannot read config");
+		if (rkfs_config_load(&cfg, o.config, &err) < 0) {
+			ret = fail(&err, EXIT_ERROR, "cannot read config");
+			goto out;
+		}
 		if (o.keyring == NULL)
 			o.keyring = cfg->keyring;
 		if (o.source == NULL)
@@ -1346,9 +1834,13 @@ int main(int argc, char **argv)
 	}
 	if (o.keyring == NULL) {
 		ret = usage_error("%s", "no keyring: give --keyring FILE or "
-					"--config FILE with keyring =");
+					"--config FILE with keyring = (or set "
+					"REKEYFS_KEYRING or REKEYFS_CONFIG)");
 		goto out;
 	}
+	out.keyring = o.keyring;
+	if (o.number)
+		note_gen(o.number);
 	/* A symlinked keyring is changed where it lives, not replaced. */
 	if (lstat(o.keyring, &st) == 0 && S_ISLNK(st.st_mode) &&
 	    (resolved = realpath(o.keyring, NULL)) != NULL)
@@ -1408,10 +1900,16 @@ int main(int argc, char **argv)
 out:
 	rkfs_keyring_free(kr);
 	rkfs_keyring_forget_passphrases();
+	rkfs_passphrase_forget();
 	if (lock >= 0)
 		close(lock);
+	if (out.json && !out.data_printed)
+		print_json_result(ret);
+	lines_free(&out.said);
+	lines_free(&out.diagnostics);
 	rkfs_config_free(cfg);
 	free(resolved);
-	fflush(stdout);
+	if (fflush(stdout) != 0 && ret == EXIT_OK)
+		ret = EXIT_ERROR;
 	return ret;
 }

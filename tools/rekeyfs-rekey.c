@@ -17,9 +17,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "rekeyfs/audit.h"
 #include "rekeyfs/config.h"
 #include "rekeyfs/crypt.h"
 #include "rekeyfs/error.h"
+#include "rekeyfs/json.h"
 #include "rekeyfs/keyring.h"
 #include "rekeyfs/passphrase.h"
 #include "rekeyfs/rekey.h"
@@ -41,7 +43,8 @@ static const char usage_text[] =
 "\n"
 "Modes (default: rekey):\n"
 "      --status           files and bytes per generation (reads 32 bytes per\n"
-"                         file; the keyring is optional and needs no keys)\n"
+"                         file; the keyring is optional and needs no keys:\n"
+"                         a sealed one is read without its passphrase)\n"
 "      --generation N     with --status: list the files on generation N\n"
 "                         (backing-relative paths; 0 = empty, no header)\n"
 "  -n, --dry-run          list what would be rewritten; write nothing\n"
@@ -53,8 +56,10 @@ static const char usage_text[] =
 "                         of the tree (README: threat model)\n"
 "\n"
 "Options:\n"
-"  -k, --keyring FILE     the keyring (its primary is the target generation)\n"
+"  -k, --keyring FILE     the keyring (its primary is the target generation;\n"
+"                         default: $REKEYFS_KEYRING); overrides the config's\n"
 "  -c, --config FILE      a [mount] config: keyring, backing, passphrase\n"
+"                         (default: $REKEYFS_CONFIG, without -k either)\n"
 "      --passphrase-file FILE   passphrase of a sealed keyring\n"
 "      --passphrase-command CMD command printing that passphrase; the\n"
 "                         command line is visible to every user in\n"
@@ -66,7 +71,9 @@ static const char usage_text[] =
 "  -w, --wait SECONDS     keep retrying files that are open in a mount for\n"
 "                         up to SECONDS (default 0: report them as busy)\n"
 "      --json             print the report as one JSON object on stdout\n"
-"  -q, --quiet            no progress line\n"
+"                         (errors too)\n"
+"  -q, --quiet            no progress line and no report; --status and\n"
+"                         --dry-run still print theirs; errors go to stderr\n"
 "  -h, --help             this help\n"
 "  -V, --version          print the version\n"
 "\n"
@@ -87,6 +94,8 @@ static const char usage_text[] =
 "are left alone.  If the run is killed, every file is its old or its new\n"
 "version and the next run removes the leftovers and finishes; SIGINT and\n"
 "SIGTERM stop after the files in flight.\n"
+"Each rekey run is recorded in the audit trail (syslog, facility authpriv):\n"
+"its start, and its end with the files per generation before and after.\n"
 "\n"
 "Exit status:\n"
 "  0  done: every file is on the primary (--verify: every file is intact)\n"
@@ -96,6 +105,7 @@ static const char usage_text[] =
 "     another rekeyfs-rekey holds the lock\n";
 
 static volatile sig_atomic_t stop_flag;
+static bool json_mode; /* --json: usage errors are JSON on stdout too */
 
 static void on_signal(int sig)
 {
@@ -103,6 +113,7 @@ static void on_signal(int sig)
 	stop_flag = 1;
 }
 
+static void fatal(bool json, const char *msg);
 static void die_usage(const char *fmt, ...)
 	__attribute__((format(printf, 1, 2), noreturn));
 
@@ -110,11 +121,15 @@ static void die_usage(const char *fmt, ...)
 {
 	va_list ap;
 
-	fprintf(stderr, "rekeyfs-rekey: ");
+	char *line;
+
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	if (vasprintf(&line, fmt, ap) < 0)
+		line = NULL;
 	va_end(ap);
-	fprintf(stderr, "\nTry 'rekeyfs-rekey --help'.\n");
+	fatal(json_mode, line ? line : "usage error");
+	free(line);
+	fprintf(stderr, "Try 'rekeyfs-rekey --help'.\n");
 	exit(EXIT_USAGE);
 }
 
@@ -164,62 +179,6 @@ static void put_path(FILE *f, const char *p)
 	}
 }
 
-/* Length of a valid UTF-8 sequence at p, or 0. */
-static int utf8_len(const unsigned char *p)
-{
-	int n, i;
-	uint32_t cp;
-
-	if (p[0] < 0x80)
-		return 1;
-	if ((p[0] & 0xe0) == 0xc0) {
-		n = 2;
-		cp = p[0] & 0x1f;
-	} else if ((p[0] & 0xf0) == 0xe0) {
-		n = 3;
-		cp = p[0] & 0x0f;
-	} else if ((p[0] & 0xf8) == 0xf0) {
-		n = 4;
-		cp = p[0] & 0x07;
-	} else {
-		return 0;
-	}
-	for (i = 1; i < n; i++) {
-		if ((p[i] & 0xc0) != 0x80)
-			return 0;
-		cp = cp << 6 | (p[i] & 0x3f);
-	}
-	if ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) ||
-	    (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-	    (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	return n;
-}
-
-/* A JSON string; bytes that are not UTF-8 become U+0080..U+00FF. */
-static void put_json_str(FILE *f, const char *s)
-{
-	const unsigned char *p = (const unsigned char *)s;
-
-	fputc('"', f);
-	while (*p) {
-		int n = utf8_len(p);
-
-		if (*p == '"' || *p == '\\') {
-			fputc('\\', f);
-			fputc(*p++, f);
-		} else if (*p < 0x20 || *p == 0x7f) {
-			fprintf(f, "\\u%04x", *p++);
-		} else if (n == 0) {
-			fprintf(f, "\\u%04x", *p++);
-		} else {
-			fwrite(p, 1, (size_t)n, f);
-			p += n;
-		}
-	}
-	fputc('"', f);
-}
-
 static const char *gen_state(const struct rkfs_keyring *kr, uint32_t gen)
 {
 	const struct rkfs_generation *g;
@@ -248,77 +207,82 @@ static const char *mode_name(enum rkfs_rekey_mode m)
 	}
 }
 
-static void json_gens(FILE *f, const struct rkfs_rekey_gen_count *v, size_t n,
+static void json_gens(struct rkfs_json *j, const char *key,
+		      const struct rkfs_rekey_gen_count *v, size_t n,
 		      const struct rkfs_keyring *kr)
 {
-	fputc('[', f);
+	rkfs_json_begin_array(j, key);
 	for (size_t i = 0; i < n; i++) {
 		uint32_t g = v[i].generation;
-		bool primary = kr && g && g == kr->primary;
 
-		fprintf(f,
-			"%s{\"generation\":%u,\"state\":\"%s\",\"primary\":%s,"
-			"\"files\":%" PRIu64 ",\"bytes\":%" PRIu64 "}",
-			i ? "," : "", g, gen_state(kr, g),
-			primary ? "true" : "false", v[i].files, v[i].bytes);
+		rkfs_json_begin_object(j, NULL);
+		rkfs_json_uint(j, "generation", g);
+		rkfs_json_string(j, "state", gen_state(kr, g));
+		rkfs_json_bool(j, "primary", kr && g && g == kr->primary);
+		rkfs_json_uint(j, "files", v[i].files);
+		rkfs_json_uint(j, "bytes", v[i].bytes);
+		rkfs_json_end_object(j);
 	}
-	fputc(']', f);
+	rkfs_json_end_array(j);
 }
 
-static void json_list(FILE *f, const char *key, const struct rkfs_rekey_list *l,
-		      bool reasons)
+static void json_list(struct rkfs_json *j, const char *key,
+		      const struct rkfs_rekey_list *l, bool reasons)
 {
-	fprintf(f, ",\"%s\":[", key);
+	rkfs_json_begin_array(j, key);
 	for (size_t i = 0; i < l->count; i++) {
-		fputs(i ? "," : "", f);
 		if (reasons) {
-			fputs("{\"path\":", f);
-			put_json_str(f, l->v[i].path);
-			fputs(",\"reason\":", f);
-			put_json_str(f, l->v[i].reason ? l->v[i].reason : "");
-			fputc('}', f);
+			rkfs_json_begin_object(j, NULL);
+			rkfs_json_string(j, "path", l->v[i].path);
+			rkfs_json_string(j, "reason",
+					 l->v[i].reason ? l->v[i].reason : "");
+			rkfs_json_end_object(j);
 		} else {
-			put_json_str(f, l->v[i].path);
+			rkfs_json_string(j, NULL, l->v[i].path);
 		}
 	}
-	fputc(']', f);
+	rkfs_json_end_array(j);
 }
 
 static void print_json(const struct rkfs_rekey_report *r, const char *backing,
 		       const struct rkfs_keyring *kr, int status)
 {
-	FILE *f = stdout;
+	struct rkfs_json j;
 
-	fprintf(f, "{\"mode\":\"%s\",\"backing\":", mode_name(r->mode));
-	put_json_str(f, backing);
-	fprintf(f, ",\"target_generation\":%u,\"exit_status\":%d", r->target,
-		status);
-	fprintf(f, ",\"files\":%" PRIu64 ",\"migrated\":%" PRIu64
-		   ",\"current\":%" PRIu64 ",\"verified\":%" PRIu64
-		   ",\"would_rewrite\":%" PRIu64 ",\"busy\":%zu,\"failed\":%zu"
-		   ",\"skipped\":%zu,\"bytes_rewritten\":%" PRIu64
-		   ",\"temps_removed\":%" PRIu64 ",\"resumed\":%" PRIu64
-		   ",\"bad_headers\":%" PRIu64 ",\"remaining\":%" PRIu64
-		   ",\"interrupted\":%s,\"elapsed_seconds\":%.3f",
-		r->files, r->migrated, r->current, r->verified,
-		r->would_rewrite, r->busy.count, r->failed.count,
-		r->skipped.count, r->bytes_rewritten, r->temps_removed,
-		r->resumed, r->bad_headers, r->remaining,
-		r->interrupted ? "true" : "false", r->elapsed);
-	fputs(",\"before\":", f);
-	json_gens(f, r->before, r->nbefore, kr);
-	if (r->mode == RKFS_REKEY_REWRITE) {
-		fputs(",\"after\":", f);
-		json_gens(f, r->after, r->nafter, kr);
-	}
-	json_list(f, "failed_files", &r->failed, true);
-	json_list(f, "busy_files", &r->busy, true);
-	json_list(f, "skipped_files", &r->skipped, true);
+	rkfs_json_begin_document(&j, stdout);
+	rkfs_json_begin_object(&j, NULL);
+	rkfs_json_string(&j, "mode", mode_name(r->mode));
+	rkfs_json_string(&j, "backing", backing);
+	rkfs_json_string(&j, "keyring", kr ? kr->path : NULL);
+	rkfs_json_uint(&j, "target_generation", r->target);
+	rkfs_json_int(&j, "exit_status", status);
+	rkfs_json_uint(&j, "files", r->files);
+	rkfs_json_uint(&j, "migrated", r->migrated);
+	rkfs_json_uint(&j, "current", r->current);
+	rkfs_json_uint(&j, "verified", r->verified);
+	rkfs_json_uint(&j, "would_rewrite", r->would_rewrite);
+	rkfs_json_uint(&j, "busy", r->busy.count);
+	rkfs_json_uint(&j, "failed", r->failed.count);
+	rkfs_json_uint(&j, "skipped", r->skipped.count);
+	rkfs_json_uint(&j, "bytes_rewritten", r->bytes_rewritten);
+	rkfs_json_uint(&j, "temps_removed", r->temps_removed);
+	rkfs_json_uint(&j, "resumed", r->resumed);
+	rkfs_json_uint(&j, "bad_headers", r->bad_headers);
+	rkfs_json_uint(&j, "remaining", r->remaining);
+	rkfs_json_bool(&j, "interrupted", r->interrupted);
+	rkfs_json_seconds(&j, "elapsed_seconds", r->elapsed);
+	json_gens(&j, "before", r->before, r->nbefore, kr);
+	if (r->mode == RKFS_REKEY_REWRITE)
+		json_gens(&j, "after", r->after, r->nafter, kr);
+	json_list(&j, "failed_files", &r->failed, true);
+	json_list(&j, "busy_files", &r->busy, true);
+	json_list(&j, "skipped_files", &r->skipped, true);
 	if (r->mode == RKFS_REKEY_DRY_RUN)
-		json_list(f, "would_rewrite_files", &r->listed, true);
+		json_list(&j, "would_rewrite_files", &r->listed, true);
 	if (r->mode == RKFS_REKEY_STATUS)
-		json_list(f, "listed_files", &r->listed, false);
-	fputs("}\n", f);
+		json_list(&j, "listed_files", &r->listed, false);
+	rkfs_json_end_object(&j);
+	(void)rkfs_json_end_document(&j);
 }
 
 static void human_bytes(char *out, size_t size, uint64_t b)
@@ -442,12 +406,80 @@ static void print_text(const struct rkfs_rekey_report *r, const char *backing,
 /* A fatal error: on stderr, and with --json also as a JSON object. */
 static void fatal(bool json, const char *msg)
 {
+	struct rkfs_json j;
+
 	fprintf(stderr, "rekeyfs-rekey: %s\n", msg);
 	if (json) {
-		fputs("{\"error\":", stdout);
-		put_json_str(stdout, msg);
-		printf(",\"exit_status\":%d}\n", EXIT_USAGE);
+		rkfs_json_begin_document(&j, stdout);
+		rkfs_json_begin_object(&j, NULL);
+		rkfs_json_string(&j, "error", msg);
+		rkfs_json_int(&j, "exit_status", EXIT_USAGE);
+		rkfs_json_end_object(&j);
+		(void)rkfs_json_end_document(&j);
 	}
+}
+
+/* --- audit trail ------------------------------------------------------ */
+
+static void audit_counts(struct rkfs_audit *a, const char *key,
+			 const struct rkfs_rekey_gen_count *v, size_t n)
+{
+	uint32_t gens[64];
+	uint64_t files[64];
+	size_t k = 0;
+
+	for (size_t i = 0; i < n && k < 64; i++) {
+		gens[k] = v[i].generation;
+		files[k++] = v[i].files;
+	}
+	rkfs_audit_counts(a, key, gens, files, k);
+}
+
+static void audit_done(struct rkfs_audit *a)
+{
+	int ret = rkfs_audit_end(a);
+
+	if (ret < 0)
+		fprintf(stderr, "rekeyfs-rekey: warning: audit log: %s\n",
+			strerror(-ret));
+}
+
+static void audit_start(const char *backing, const struct rkfs_keyring *kr)
+{
+	struct rkfs_audit *a = rkfs_audit_begin("rekeyfs-rekey",
+						"rekey-start");
+
+	rkfs_audit_str(a, "backing", backing);
+	rkfs_audit_str(a, "keyring", kr->path);
+	rkfs_audit_num(a, "target", kr->primary);
+	audit_done(a);
+}
+
+/* The counts say when the last file left each generation. */
+static void audit_finish(const char *backing, const struct rkfs_keyring *kr,
+			 int ret, const struct rkfs_rekey_report *r,
+			 const struct rkfs_error *err)
+{
+	struct rkfs_audit *a = rkfs_audit_begin("rekeyfs-rekey",
+						"rekey-finish");
+
+	rkfs_audit_str(a, "backing", backing);
+	rkfs_audit_str(a, "keyring", kr->path);
+	rkfs_audit_num(a, "target", kr->primary);
+	if (ret < 0) {
+		rkfs_audit_str(a, "result", "error");
+		rkfs_audit_str(a, "error",
+			       err->msg[0] ? err->msg : strerror(-ret));
+		audit_done(a);
+		return;
+	}
+	rkfs_audit_str(a, "result", rkfs_rekey_partial(r) ? "partial" : "done");
+	rkfs_audit_num(a, "migrated", r->migrated);
+	rkfs_audit_num(a, "busy", r->busy.count);
+	rkfs_audit_num(a, "failed", r->failed.count);
+	audit_counts(a, "before", r->before, r->nbefore);
+	audit_counts(a, "after", r->after, r->nafter);
+	audit_done(a);
 }
 
 /* --- progress --------------------------------------------------------- */
@@ -556,6 +588,10 @@ int main(int argc, char **argv)
 
 	/* Before anything can hold a key: no core dumps, no ptrace. */
 	(void)rkfs_protect_process();
+	/* --json holds for errors in options that come before it, too. */
+	for (int a = 1; a < argc && strcmp(argv[a], "--") != 0; a++)
+		if (strcmp(argv[a], "--json") == 0)
+			json_mode = true;
 	opterr = 0;
 	while ((ch = getopt_long(argc, argv, ":k:c:j:w:nqhV", longopts,
 				 NULL)) != -1) {
@@ -602,6 +638,7 @@ int main(int argc, char **argv)
 			break;
 		case 'J':
 			json = true;
+			json_mode = true;
 			break;
 		case 'q':
 			quiet = true;
@@ -630,15 +667,23 @@ int main(int argc, char **argv)
 		backing = argv[optind++];
 	if (optind < argc)
 		die_usage("unexpected argument '%s'", argv[optind]);
-	if (keyring && config)
-		die_usage("%s", "give --keyring or --config, not both");
+	/* The environment names a keyring or config when options do not. */
+	if (keyring == NULL && config == NULL) {
+		const char *k = getenv("REKEYFS_KEYRING");
+		const char *c = getenv("REKEYFS_CONFIG");
+
+		keyring = k && *k ? k : NULL;
+		config = c && *c ? c : NULL;
+	}
 	if (config) {
 		ret = rkfs_config_load(&cfg, config, &err);
 		if (ret < 0) {
 			fatal(json, err.msg[0] ? err.msg : strerror(-ret));
 			return EXIT_USAGE;
 		}
-		keyring = cfg->keyring;
+		/* --keyring overrides the config's keyring, as for rekeyfs-key. */
+		if (keyring == NULL)
+			keyring = cfg->keyring;
 		if (backing == NULL)
 			backing = cfg->backing;
 		if (keyring == NULL && o.mode != RKFS_REKEY_STATUS) {
@@ -671,9 +716,15 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	if (keyring) {
+		/*
+		 * --status reads headers only: a sealed keyring is read for
+		 * its primary and states without asking the passphrase.
+		 */
 		unsigned fl = o.mode == RKFS_REKEY_REWRITE ||
 					      o.mode == RKFS_REKEY_VERIFY ?
-				      RKFS_KR_LOAD_KEYS : 0;
+				      RKFS_KR_LOAD_KEYS :
+			      o.mode == RKFS_REKEY_STATUS ? RKFS_KR_NO_UNSEAL
+							  : 0;
 
 		ret = rkfs_keyring_load(&kr, keyring, fl, &err);
 		if (ret < 0) {
@@ -698,7 +749,11 @@ int main(int argc, char **argv)
 					     &pc) == 0;
 	}
 
+	if (o.mode == RKFS_REKEY_REWRITE)
+		audit_start(backing, kr);
 	ret = rkfs_rekey_run(&rep, backing, kr, &o, &err);
+	if (o.mode == RKFS_REKEY_REWRITE)
+		audit_finish(backing, kr, ret, &rep, &err);
 	if (pth_started) {
 		pthread_mutex_lock(&pc.mu);
 		pc.done = true;
@@ -716,6 +771,11 @@ int main(int argc, char **argv)
 		status = EXIT_DONE;
 	if (json) {
 		print_json(&rep, backing, kr, status);
+	} else if (quiet && o.mode != RKFS_REKEY_STATUS &&
+		   o.mode != RKFS_REKEY_DRY_RUN) {
+		/* -q: only the files that need attention. */
+		text_list(stdout, "FAILED", &rep.failed);
+		text_list(stdout, "BUSY", &rep.busy);
 	} else if (o.mode == RKFS_REKEY_STATUS && o.list) {
 		for (size_t i = 0; i < rep.listed.count; i++) {
 			put_path(stdout, rep.listed.v[i].path);
@@ -733,6 +793,8 @@ int main(int argc, char **argv)
 out:
 	fflush(stdout);
 	rkfs_keyring_wipe(kr);
+	rkfs_keyring_forget_passphrases();
+	rkfs_passphrase_forget();
 	rkfs_config_free(cfg);
 	return status;
 }

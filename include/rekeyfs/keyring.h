@@ -123,6 +123,21 @@ struct rkfs_keyring {
  * and keys are not loaded.
  */
 #define RKFS_KR_SNIPPET 0x8
+/*
+ * With RKFS_KR_SNIPPET: also accept one section "[generation]" without a
+ * number (it must be the snippet's only section); it is returned with
+ * number 0, for the caller to number.
+ */
+#define RKFS_KR_UNNUMBERED 0x10
+/*
+ * Read a sealed keyring without unlocking it: no passphrase is asked, the
+ * mac is not verified and inline keys stay sealed (key NULL); sealed is
+ * true and seal NULL.  Its states, primary and check values are then not
+ * authenticated: for reports that need no key (rekeyfs-rekey --status).
+ * Such a keyring cannot be saved (rkfs_keyring_format() fails -ENOKEY).
+ * Unsealed keyrings load as usual.
+ */
+#define RKFS_KR_NO_UNSEAL 0x20
 
 /*
  * Key command limits: the command runs as "/bin/sh -c CMD" with stdin from

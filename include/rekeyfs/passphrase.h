@@ -4,7 +4,9 @@
  *
  *   file     the whole file is the passphrase, one trailing newline
  *            removed; it must be a regular file owned by the caller and
- *            not readable by group or others.
+ *            not readable by group or others.  The name "-" is standard
+ *            input, read to its end the first time it is needed and kept
+ *            (in sodium_malloc() memory) until rkfs_passphrase_forget().
  *   command  "/bin/sh -c CMD" as for key_command (stdin /dev/null, no
  *            inherited descriptors, RKFS_PASSPHRASE_COMMAND_TIMEOUT_MS);
  *            its stdout, one trailing newline removed, is the passphrase.
@@ -46,5 +48,8 @@ int rkfs_passphrase_read(char *buf, size_t size, const char *file,
 			 const char *command, const char *prompt, bool confirm,
 			 struct rkfs_error *err)
     __attribute__((warn_unused_result, nonnull(1)));
+
+/* Wipe a passphrase kept from standard input. */
+void rkfs_passphrase_forget(void);
 
 #endif /* RKFS_PASSPHRASE_H */

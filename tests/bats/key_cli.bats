@@ -215,11 +215,12 @@ assert "key" not in g[1]
 PY
 }
 
-@test "generate prints one base64 line of 32 bytes, fresh every time" {
+@test "generate prints one base64:... line of 32 bytes, fresh every time" {
 	run "$K" generate
 	[ "$status" -eq 0 ]
 	[ "${#lines[@]}" -eq 1 ]
-	[ "$(printf '%s' "$output" | base64 -d | wc -c)" -eq 32 ]
+	[[ "$output" == base64:* ]]
+	[ "$(printf '%s' "${output#base64:}" | base64 -d | wc -c)" -eq 32 ]
 	local a b
 	a=$("$K" generate)
 	b=$("$K" generate)

@@ -78,12 +78,15 @@ snippet() {
 }
 
 @test "snippet generation numbers: duplicate, decreasing, not above the keyring" {
-	snippet '[generation 2]\nkey_command = true\n'
+	# a number the keyring holds: compared by key (a conflict here)
+	snippet '[generation 2]\nkey = %s\n' "$("$K" generate)"
+	chmod 600 "$RK_TMP/gen.ini"
 	fails 2 "$K" add --from "$RK_TMP/gen.ini" --keyring "$KR"
-	[[ "$output" == *"gen.ini:1: [generation 2] is not above the highest generation 2"* ]]
-	snippet '[generation 1]\nkey_command = true\n'
+	[[ "$output" == *"gen.ini:1: conflict: generation 2 is already in"*"with a different key"* ]]
+	snippet '[generation 1]\nkey = %s\n' "$("$K" generate)"
+	chmod 600 "$RK_TMP/gen.ini"
 	fails 2 "$K" add --from "$RK_TMP/gen.ini" --keyring "$KR"
-	[[ "$output" == *"gen.ini:1: [generation 1] is not above"* ]]
+	[[ "$output" == *"gen.ini:1: conflict: generation 1 "* ]]
 	snippet '[generation 4]\nkey_command = true\n\n[generation 4]\nkey_command = true\n'
 	fails 2 "$K" add --from "$RK_TMP/gen.ini" --keyring "$KR"
 	[[ "$output" == *"gen.ini:4: [generation 4] is listed twice"* ]]
@@ -116,7 +119,7 @@ snippet() {
 }
 
 @test "snippet with an inline key must not be group/world readable" {
-	snippet '[generation 3]\nkey = base64:%s\n' "$("$K" generate)"
+	snippet '[generation 3]\nkey = %s\n' "$("$K" generate)"
 	chmod 644 "$RK_TMP/gen.ini"
 	KEYS="$KEYS $(awk '{ sub(/^base64:/, "", $3); print $3 }' "$RK_TMP/gen.ini" | tail -1)"
 	fails 2 "$K" add --from "$RK_TMP/gen.ini" --keyring "$KR"

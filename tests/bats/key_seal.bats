@@ -146,7 +146,7 @@ plain_keys() {
 	[[ "$output" == *"modified outside rekeyfs-key"* ]]
 	# add a plain generation by hand
 	cp -p "$RK_TMP/orig" "$KR"
-	printf '\n[generation 9]\nkey = base64:%s\n' "$("$K" generate)" >> "$KR"
+	printf '\n[generation 9]\nkey = %s\n' "$("$K" generate)" >> "$KR"
 	fails 2 "$K" list --passphrase-file "$PW" --keyring "$KR"
 	[[ "$output" == *"generation 9 has a plain key in a sealed keyring"* ]]
 	# comments and blank lines are not meaning: still fine
@@ -271,14 +271,14 @@ PY
 	"$K" init --passphrase --passphrase-file "$PW" --keyring "$KR"
 	local key
 	key=$("$K" generate)
-	printf '[generation 2]\nkey = base64:%s\n' "$key" > "$RK_TMP/g2.ini"
+	printf '[generation 2]\nkey = %s\n' "$key" > "$RK_TMP/g2.ini"
 	chmod 600 "$RK_TMP/g2.ini"
 	run "$K" add --from "$RK_TMP/g2.ini" --passphrase-file "$PW" --keyring "$KR"
 	[ "$status" -eq 0 ]
 	! grep -qF "$key" "$KR" || false
 	[ "$(grep -c '^key = sealed:' "$KR")" -eq 2 ]
 	"$K" unprotect --passphrase-file "$PW" --keyring "$KR"
-	grep -qF "key = base64:$key" "$KR"
+	grep -qF "key = $key" "$KR"
 }
 
 @test "mount and rekeyfs-rekey read the passphrase from a config file" {

@@ -234,7 +234,7 @@ meta_list() {
 	# drop generation 1, add 3 as primary
 	printf '[keyring]\n[generation 2]\nstate = enabled\nkey = %s\n[generation 3]\nstate = enabled\nkey = %s\n' "$k2" "$(rk_genkey)" >"$KR"
 	chmod 600 "$KR"
-	run "$REKEYFS_REKEY" --keyring "$KR" -q "$BACK"
+	run "$REKEYFS_REKEY" --keyring "$KR" "$BACK"
 	echo "$output"
 	[ "$status" -eq 1 ]
 	[[ "$output" == *"FAILED: tampered: block 2 fails authentication"* ]]
@@ -252,7 +252,7 @@ meta_list() {
 	[ "$(echo "$output" | json_get 'sorted(f["path"] for f in d["failed_files"])')" = "['orphan', 'tampered']" ]
 	[ "$(echo "$output" | json_get 'd["exit_status"]')" = 1 ]
 	# --verify finds the tampered block too and rewrites nothing
-	run "$REKEYFS_REKEY" --verify --keyring "$KR" -q "$BACK"
+	run "$REKEYFS_REKEY" --verify --keyring "$KR" "$BACK"
 	echo "$output"
 	[ "$status" -eq 1 ]
 	[[ "$output" == *"FAILED: tampered: block 2 fails authentication"* ]]
