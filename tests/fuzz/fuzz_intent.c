@@ -14,6 +14,7 @@
 #include "rekeyfs/intent.h"
 #include "rekeyfs/meta.h"
 
+static struct rkfs_keyring *fixture; /* kept for the whole run */
 static const unsigned char *key;
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -21,11 +22,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	struct rkfs_keyring *kr;
-
 	fuzz_quiet_log();
-	kr = fuzz_fixture_load();
-	key = rkfs_keyring_find(kr, 2)->key; /* kept for the whole run */
+	fixture = fuzz_fixture_load();
+	key = rkfs_keyring_find(fixture, 2)->key;
 	FUZZ_CHECK(key != NULL);
 	return 0;
 }
