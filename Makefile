@@ -3,6 +3,7 @@
 #   make                 build/rekeyfs, build/rekeyfs-rekey, build/rekeyfs-key
 #   make check           unit tests, then the bats end-to-end suite (needs root + /dev/fuse)
 #   make asan            the whole check under ASan+UBSan (separate build dir)
+#   make fuzz            each libFuzzer harness FUZZ_SECONDS (30) under ASan+UBSan
 #   make stress          longer randomized and crash runs
 #   make bench           side-by-side benchmark against a plain dir, passthrough_ll, gocryptfs and securefs
 #   make deps            install the Debian packages needed (as root; skipped if present)
@@ -108,7 +109,7 @@ bench: all
 
 # Debian packages needed to build, run the tests and the demo.
 DEB_PKGS := gcc make pkg-config libfuse3-dev fuse3 libsodium-dev libinih-dev \
-            bats attr python3 util-linux
+            bats attr python3 util-linux clang
 
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do \
@@ -272,8 +273,60 @@ lint:
 	  [ "$$n" -ge 6 ] || { echo "lint: tests/lint_daemon.py missed violations ($$n of 6)" >&2; exit 1; }
 	@echo "lint: ok"
 
+# libFuzzer harnesses (tests/fuzz/fuzz_*.c), built with clang and the core
+# under ASan+UBSan in their own build dir, each run FUZZ_SECONDS on a
+# scratch copy of its seed corpus (tests/fuzz/corpus/NAME: runs never grow
+# the committed one).  Any crash, leak, sanitizer report or failed check
+# fails; each harness prints "fuzz_NAME: 1 passed, 0 failed" (or 0, 1).
+FUZZ_SECONDS ?= 30
+FUZZ_BUILD   := build-fuzz
+FUZZ_SRC     := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_NAMES   := $(FUZZ_SRC:tests/fuzz/fuzz_%.c=%)
+FUZZ_FLAGS   := -fsanitize=address,undefined -fno-sanitize-recover=all
+
+.PHONY: fuzz fuzz-build fuzz-seeds
+
+fuzz: fuzz-build
+	@fail=0; scratch=$$(mktemp -d /tmp/rekeyfs-fuzz.XXXXXX); \
+	for n in $(FUZZ_NAMES); do \
+		mkdir -p $$scratch/$$n/corpus $$scratch/$$n/out; \
+		cp tests/fuzz/corpus/$$n/* $$scratch/$$n/corpus/; \
+		echo "== fuzz_$$n: $(FUZZ_SECONDS)s"; \
+		if $(FUZZ_BUILD)/fuzz/fuzz_$$n -max_total_time=$(FUZZ_SECONDS) \
+			-timeout=10 -rss_limit_mb=2048 -max_len=65536 \
+			-print_final_stats=1 \
+			-artifact_prefix=$$scratch/$$n/out/ \
+			$$scratch/$$n/corpus >$$scratch/$$n/log 2>&1; then \
+			tail -n 12 $$scratch/$$n/log | grep '^stat::' ; \
+			echo "fuzz_$$n: 1 passed, 0 failed"; \
+		else \
+			tail -n 60 $$scratch/$$n/log; \
+			mkdir -p $(FUZZ_BUILD)/artifacts; \
+			cp $$scratch/$$n/out/* $(FUZZ_BUILD)/artifacts/ 2>/dev/null; \
+			echo "fuzz_$$n: failing input kept in $(FUZZ_BUILD)/artifacts/"; \
+			echo "fuzz_$$n: 0 passed, 1 failed"; fail=1; \
+		fi; \
+	done; rm -rf $$scratch; exit $$fail
+
+fuzz-build:
+	$(MAKE) BUILD=$(FUZZ_BUILD) CC=clang SANITIZE=fuzzer-no-link,address,undefined \
+		CFLAGS="-g -O1 -fno-sanitize-recover=all" \
+		$(FUZZ_NAMES:%=$(FUZZ_BUILD)/fuzz/fuzz_%)
+
+$(FUZZ_BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(LIBCORE)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -fsanitize=fuzzer -o $@ $< $(LIBCORE) \
+		$(ALL_LDFLAGS) -fsanitize=fuzzer $(PKG_LIBS)
+
+# The seeds that take keys to make (see tests/fuzz/README.md).
+fuzz-seeds: $(LIBCORE)
+	@mkdir -p $(BUILD)/fuzz
+	$(CC) $(ALL_CFLAGS) -Itests/fuzz -o $(BUILD)/fuzz/mkseeds tests/fuzz/mkseeds.c \
+		$(LIBCORE) $(ALL_LDFLAGS) $(PKG_LIBS)
+	$(BUILD)/fuzz/mkseeds $(BUILD)/fuzz/seeds
+
 format:
 	clang-format -i $(CORE_SRC) $(FUSE_SRC) $(TOOL_SRC) $(UNIT_SRC) $(TPROG_SRC) include/rekeyfs/*.h
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz

@@ -128,29 +128,20 @@ static int cfg_handler(void *user, const char *section, const char *name,
 	return 0;
 }
 
-int rkfs_config_load(struct rkfs_config **out, const char *path,
-		     struct rkfs_error *err)
+int rkfs_config_parse(struct rkfs_config **out, const char *text,
+		      size_t len, const char *name, const char *dir,
+		      struct rkfs_error *err)
 {
-	struct cfg_parse cp = { .err = err };
-	char *text = NULL, *dir = NULL, *base = NULL;
-	size_t len;
+	struct cfg_parse cp = { .err = err, .dir = dir, .text = text,
+				.len = len };
 	int ret, line;
 
 	*out = NULL;
-	/* It names the keyring and may name a command run as this user. */
-	ret = rkfs_secret_read(&text, &len, path, CONFIG_MAX_SIZE, false, 0,
-			       "config", NULL, err);
-	if (ret < 0)
-		return ret;
 	cp.c = calloc(1, sizeof(*cp.c));
-	if (cp.c == NULL || (cp.c->path = strdup(path)) == NULL ||
-	    rkfs_path_split(&dir, &base, path) < 0) {
-		ret = -ENOMEM;
-		goto out;
+	if (cp.c == NULL || (cp.c->path = strdup(name)) == NULL) {
+		rkfs_config_free(cp.c);
+		return -ENOMEM;
 	}
-	cp.dir = dir;
-	cp.text = text;
-	cp.len = len;
 	line = ini_parse_stream(cfg_reader, &cp, cfg_handler, &cp);
 	if (cp.code) {
 		ret = cp.code;
@@ -158,14 +149,32 @@ int rkfs_config_load(struct rkfs_config **out, const char *path,
 		ret = rkfs_error_set(err, -EINVAL,
 				     "%s:%d: syntax error (expected [mount] or "
 				     "name = value)",
-				     path, line);
+				     name, line);
 	} else {
 		*out = cp.c;
-		cp.c = NULL;
-		ret = 0;
+		return 0;
 	}
-out:
 	rkfs_config_free(cp.c);
+	return ret;
+}
+
+int rkfs_config_load(struct rkfs_config **out, const char *path,
+		     struct rkfs_error *err)
+{
+	char *text = NULL, *dir = NULL, *base = NULL;
+	size_t len;
+	int ret;
+
+	*out = NULL;
+	/* It names the keyring and may name a command run as this user. */
+	ret = rkfs_secret_read(&text, &len, path, CONFIG_MAX_SIZE, false, 0,
+			       "config", NULL, err);
+	if (ret < 0)
+		return ret;
+	if (rkfs_path_split(&dir, &base, path) < 0)
+		ret = -ENOMEM;
+	else
+		ret = rkfs_config_parse(out, text, len, path, dir, err);
 	free(text);
 	free(dir);
 	free(base);

@@ -161,7 +161,10 @@ static bool dec(uint64_t *out, const char *s, size_t n, uint64_t max)
 	for (size_t i = 0; i < n; i++) {
 		unsigned d = (unsigned)(s[i] - '0');
 
-		if (s[i] < '0' || s[i] > '9' || v > (max - d) / 10)
+		/* d > max: max - d would wrap (a version above 9 and a
+		 * digit above it) */
+		if (s[i] < '0' || s[i] > '9' || d > max ||
+		    v > (max - d) / 10)
 			return false;
 		v = v * 10 + d;
 	}

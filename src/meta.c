@@ -175,28 +175,27 @@ bad:
 	return 0;
 }
 
-int rkfs_meta_load(struct rkfs_meta **out, int rootfd, struct rkfs_error *err)
+int rkfs_meta_parse(struct rkfs_meta **out, const char *text, size_t len,
+		    struct rkfs_error *err)
 {
 	struct meta_parse mp = { .err = err };
-	char *text;
-	size_t len;
+	char *copy;
 	int ret, line;
 
 	*out = NULL;
-	ret = rkfs_read_small_file(&text, &len, rootfd, RKFS_META_NAME,
-				   META_MAX_SIZE, false);
-	if (ret == -ENOENT)
-		return ret;
-	if (ret < 0)
-		return rkfs_error_set(err, ret, "%s: %s", RKFS_META_NAME,
-				      strerror(-ret));
+	/* inih reads a C string: a NUL byte would hide what follows it. */
+	if (memchr(text, '\0', len))
+		return rkfs_error_set(err, -EINVAL, "%s: holds a NUL byte",
+				      RKFS_META_NAME);
+	copy = strndup(text, len);
 	mp.m = calloc(1, sizeof(*mp.m));
-	if (mp.m == NULL) {
-		free(text);
+	if (copy == NULL || mp.m == NULL) {
+		free(copy);
+		free(mp.m);
 		return -ENOMEM;
 	}
-	line = ini_parse_string(text, meta_handler, &mp);
-	free(text);
+	line = ini_parse_string(copy, meta_handler, &mp);
+	free(copy);
 	if (mp.code == -ENOMEM) {
 		ret = -ENOMEM;
 	} else if (line != 0 || mp.code) {
@@ -221,16 +220,33 @@ int rkfs_meta_load(struct rkfs_meta **out, int rootfd, struct rkfs_error *err)
 	return ret;
 }
 
-static int meta_save(const struct rkfs_meta *m, int rootfd,
-		     struct rkfs_error *err)
+int rkfs_meta_load(struct rkfs_meta **out, int rootfd, struct rkfs_error *err)
 {
-	char hex[2 * RKFS_CHECK_LEN + 1], idhex[33];
-	char *text = NULL;
-	size_t size = 0;
-	FILE *f;
+	char *text;
+	size_t len;
 	int ret;
 
-	f = open_memstream(&text, &size);
+	*out = NULL;
+	ret = rkfs_read_small_file(&text, &len, rootfd, RKFS_META_NAME,
+				   META_MAX_SIZE, false);
+	if (ret == -ENOENT)
+		return ret;
+	if (ret < 0)
+		return rkfs_error_set(err, ret, "%s: %s", RKFS_META_NAME,
+				      strerror(-ret));
+	ret = rkfs_meta_parse(out, text, len, err);
+	free(text);
+	return ret;
+}
+
+int rkfs_meta_format(char **text, size_t *len, const struct rkfs_meta *m)
+{
+	char hex[2 * RKFS_CHECK_LEN + 1], idhex[33];
+	FILE *f;
+
+	*text = NULL;
+	*len = 0;
+	f = open_memstream(text, len);
 	if (f == NULL)
 		return -ENOMEM;
 	sodium_bin2hex(idhex, sizeof(idhex), m->id, sizeof(m->id));
@@ -254,9 +270,24 @@ static int meta_save(const struct rkfs_meta *m, int rootfd,
 		}
 	}
 	if (fclose(f) != 0) {
-		free(text);
+		free(*text);
+		*text = NULL;
+		*len = 0;
 		return -ENOMEM;
 	}
+	return 0;
+}
+
+static int meta_save(const struct rkfs_meta *m, int rootfd,
+		     struct rkfs_error *err)
+{
+	char *text;
+	size_t size;
+	int ret;
+
+	ret = rkfs_meta_format(&text, &size, m);
+	if (ret < 0)
+		return ret;
 	ret = rkfs_write_atomic(rootfd, RKFS_META_NAME, text, size, 0644, err);
 	free(text);
 	return ret;

@@ -15,6 +15,8 @@
 #ifndef RKFS_CONFIG_H
 #define RKFS_CONFIG_H
 
+#include <stddef.h>
+
 #include "rekeyfs/error.h"
 
 struct rkfs_config {
@@ -36,6 +38,16 @@ struct rkfs_config {
 int rkfs_config_load(struct rkfs_config **out, const char *path,
 		     struct rkfs_error *err)
 	__attribute__((warn_unused_result, nonnull(1, 2)));
+
+/*
+ * Same, from len bytes of text in memory (need not be NUL-terminated);
+ * name stands for the file in messages and in c->path, and relative paths
+ * are taken relative to dir (NULL: kept as written).  Reads no file.
+ */
+int rkfs_config_parse(struct rkfs_config **out, const char *text,
+		      size_t len, const char *name, const char *dir,
+		      struct rkfs_error *err)
+	__attribute__((warn_unused_result, nonnull(1, 2, 4)));
 
 void rkfs_config_free(struct rkfs_config *c);
 

@@ -86,6 +86,22 @@ int rkfs_meta_load(struct rkfs_meta **out, int rootfd, struct rkfs_error *err)
 	__attribute__((warn_unused_result, nonnull(1)));
 
 /*
+ * Same, from len bytes of text in memory (need not be NUL-terminated; a
+ * NUL byte in it is -EINVAL).  Reads no file.
+ */
+int rkfs_meta_parse(struct rkfs_meta **out, const char *text, size_t len,
+		    struct rkfs_error *err)
+	__attribute__((warn_unused_result, nonnull(1, 2)));
+
+/*
+ * The text rkfs_meta_load() reads back as m (what is saved to
+ * RKFS_META_NAME).  *text is malloc()ed and NUL-terminated, *len excludes
+ * the NUL.  Returns 0 or -ENOMEM.
+ */
+int rkfs_meta_format(char **text, size_t *len, const struct rkfs_meta *m)
+	__attribute__((warn_unused_result, nonnull));
+
+/*
  * Everything a mount or tool does at start: load the metadata (creating it
  * if RKFS_META_CREATE and the directory is empty, which also makes the
  * directory mode 0700; a non-empty directory without metadata is refused

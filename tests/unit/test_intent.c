@@ -129,6 +129,15 @@ static void test_strict(void)
 			 -EINVAL);
 		CHECK(out.target == NULL && out.temp == NULL);
 	}
+
+	/* an unknown version that is otherwise a whole record */
+	sample(&in);
+	CHECK_EQ(rkfs_intent_format(&text, &len, &in, key), 0);
+	for (char v = '4'; v <= '9'; v++) {
+		text[strlen("rekeyfs-intent ")] = v;
+		CHECK_EQ(rkfs_intent_parse(&out, text, len), -EINVAL);
+	}
+	free(text);
 }
 
 /* Older formats parse (the caller decides) but never verify. */
