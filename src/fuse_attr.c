@@ -17,7 +17,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/fsuid.h>
 #include <sys/statvfs.h>
+#include <sys/syscall.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -25,13 +27,13 @@
 static bool caller_in_group(fuse_req_t req, gid_t gid)
 {
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
-	gid_t groups[64];
+	gid_t groups[RKFS_MAX_GROUPS];
 	int n;
 
 	if (ctx->gid == gid)
 		return true;
-	n = fuse_req_getgroups(req, 64, groups);
-	for (int i = 0; i < n && i < 64; i++)
+	n = fuse_req_getgroups(req, RKFS_MAX_GROUPS, groups);
+	for (int i = 0; i < n && i < RKFS_MAX_GROUPS; i++)
 		if (groups[i] == gid)
 			return true;
 	return false;
@@ -134,34 +136,56 @@ static int chmod_fd(int fd, mode_t mode)
 	return 0;
 }
 
-int set_owner(fuse_req_t req, int dfd, int fd, mode_t mode)
+/*
+ * New objects are made with the caller's filesystem ids and groups, so
+ * they are the caller's from the first instant, with the backing
+ * filesystem applying the usual rules (setgid directories, the parent's
+ * permissions): nothing is ever made as root and given away afterwards,
+ * which a user renaming things in their own backing directory at the
+ * right moment could otherwise steer onto another object.  setfsuid,
+ * setfsgid and the raw setgroups system call act on this thread alone.
+ */
+static gid_t own_groups[RKFS_MAX_GROUPS];
+static int own_ngroups = -1;
+
+int creds_enter(fuse_req_t req, struct creds *c)
 {
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
-	struct stat pst, st;
-	gid_t gid;
-	mode_t want;
+	gid_t groups[RKFS_MAX_GROUPS];
+	int n;
 
+	c->on = false;
 	if (rkfs_ms->euid != 0 ||
 	    (ctx->uid == rkfs_ms->euid && ctx->gid == rkfs_ms->egid))
-		return 0; /* already the caller's, mode exact (umask 0) */
-	if (fstat(dfd, &pst) < 0 || fstat(fd, &st) < 0)
-		return -errno;
-	gid = (pst.st_mode & S_ISGID) ? pst.st_gid : ctx->gid;
-	if ((st.st_uid != ctx->uid || st.st_gid != gid) &&
-	    fchownat(fd, "", ctx->uid, gid,
-		     AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
-		return -errno;
-	if (S_ISLNK(st.st_mode))
 		return 0;
-	want = mode & 07777;
-	if (S_ISDIR(st.st_mode) && (pst.st_mode & S_ISGID))
-		want |= S_ISGID;
-	/* chown cleared suid/sgid: put back what was asked for. */
-	if (fstat(fd, &st) < 0)
+	if (__atomic_load_n(&own_ngroups, __ATOMIC_ACQUIRE) < 0) {
+		n = getgroups(RKFS_MAX_GROUPS, own_groups);
+		__atomic_store_n(&own_ngroups, n < 0 ? 0 : n,
+				 __ATOMIC_RELEASE);
+	}
+	n = fuse_req_getgroups(req, RKFS_MAX_GROUPS, groups);
+	if (n < 0)
+		n = 0; /* not known: the primary group only */
+	if (n > RKFS_MAX_GROUPS)
+		n = RKFS_MAX_GROUPS;
+	if (syscall(SYS_setgroups, (size_t)n, groups) < 0)
 		return -errno;
-	if ((st.st_mode & 07777) != want)
-		return chmod_fd(fd, want);
+	(void)setfsgid(ctx->gid);
+	(void)setfsuid(ctx->uid);
+	c->on = true;
 	return 0;
+}
+
+void creds_leave(struct creds *c)
+{
+	if (!c->on)
+		return;
+	(void)setfsuid(rkfs_ms->euid);
+	(void)setfsgid(rkfs_ms->egid);
+	(void)syscall(SYS_setgroups,
+		      (size_t)__atomic_load_n(&own_ngroups, __ATOMIC_ACQUIRE),
+		      own_groups);
+	c->on = false;
 }
 
 /* ---- getattr / setattr ---- */
@@ -260,30 +284,32 @@ static int setattr_meta(fuse_req_t req, struct node *n, struct fhandle *h,
 void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 		struct fuse_file_info *fi)
 {
-	struct node *n = node_of(ino), *p;
+	struct node *n = node_of(ino), *p = NULL;
 	struct fhandle *h = S_ISREG(n->type) ? fhandle_of(fi) : NULL;
+	struct fhandle *t = NULL;
 	struct stat st;
-	int ret;
+	int ret = 0;
 
-	p = parent_lock(n);
-	ret = node_refresh(n);
-	if (ret >= 0 && (to_set & FUSE_SET_ATTR_SIZE)) {
-		struct fhandle *t = NULL;
-
+	if (to_set & FUSE_SET_ATTR_SIZE) {
 		if (S_ISDIR(n->type))
 			ret = -EISDIR;
 		else if (!S_ISREG(n->type))
 			ret = -EINVAL;
-		else if (h && (h->flags & O_ACCMODE) != O_RDONLY)
-			ret = io_truncate(req, h, attr->st_size);
-		else if ((ret = io_open(req, n, O_RDWR, &t)) == 0) {
-			ret = io_truncate(req, t, attr->st_size);
-			io_close(t);
-		}
+		else if (!h || (h->flags & O_ACCMODE) == O_RDONLY)
+			/* Before the directory lock: the rekey tool takes
+			 * that while it holds a file's lock. */
+			ret = io_open(req, n, O_RDWR, &t);
 	}
+	if (ret == 0)
+		ret = parent_lock(n, &p);
+	if (ret == 0)
+		ret = node_refresh(n);
+	if (ret >= 0 && (to_set & FUSE_SET_ATTR_SIZE))
+		ret = io_truncate(req, t ? t : h, attr->st_size);
 	if (ret >= 0)
 		ret = setattr_meta(req, n, h, attr, to_set);
 	parent_unlock(p);
+	io_close(t);
 	if (ret >= 0)
 		ret = node_stat(n, &st);
 	if (ret < 0)
@@ -398,11 +424,12 @@ static int change_xattr(struct node *n, const char *name, const char *value,
 			size_t size, int flags)
 {
 	char proc[PROC_FD_LEN];
-	struct node *p;
+	struct node *p = NULL;
 	int fd, ret;
 
-	p = parent_lock(n);
-	ret = node_refresh(n);
+	ret = parent_lock(n, &p);
+	if (ret == 0)
+		ret = node_refresh(n);
 	if (ret >= 0) {
 		fd = node_fd_get(n);
 		proc_fd_path(proc, sizeof(proc), fd);

@@ -76,6 +76,7 @@ struct node {
 	int fd;			/* (F) O_PATH | O_NOFOLLOW on the inode */
 	pthread_rwlock_t fdmu;	/* (F) read: using fd; write: rebinding */
 	bool rebound;		/* (T) shown_ino is no longer ino */
+	bool removed;		/* (T) the mount removed its last link */
 	uint64_t nlookup;	/* (T) the kernel's references */
 	unsigned refs;		/* (T) the daemon's own references */
 	struct node *parent;	/* (T) where it was last seen, referenced */
@@ -118,14 +119,17 @@ void node_hold(struct node *n);
 void node_put(struct node *n);
 
 /*
- * Find or create the node for the object named name in parent, of which
- * the caller has an fd (any kind; O_PATH is fine) and its fstat() in st.
- * Adds one kernel reference and fills e (attributes with the shown inode
- * number and plaintext size).  Returns the node or NULL with *err set.
+ * Find or create the node for the object named name in parent, given an
+ * O_PATH fd of it (ownership passes: stored or closed) and its fstat() in
+ * st.  Adds one kernel reference and fills e (attributes with the shown
+ * inode number and plaintext size).  may_rebind: the name was looked up
+ * (not just made), so a node a rekey left on the replaced file may be
+ * moved to it (node_refresh()).  Returns the node or NULL with *err set
+ * (-EXDEV for an object on another filesystem).
  */
 struct node *node_enter(struct node *parent, const char *name, int fd,
-			const struct stat *st, struct fuse_entry_param *e,
-			int *err);
+			const struct stat *st, bool may_rebind,
+			struct fuse_entry_param *e, int *err);
 
 /* Look name up in parent and enter it (node_enter); 0 or -errno. */
 int node_lookup(struct node *parent, const char *name,
@@ -137,8 +141,12 @@ void node_forget(struct node *n, uint64_t nlookup);
 /*
  * A regular file replaced by rekeyfs-rekey (a temp renamed over its name)
  * leaves the node's fd on an inode with no links.  Move the node to the
- * file now at its name, keeping its shown inode number.  No-op for other
- * nodes and nodes removed through the mount.  0 or -errno.
+ * file now at its name, keeping its shown inode number, if that file is
+ * the tool's replacement (same owner, group and mode; the node not open).
+ * Returns 1 if moved, 0 if there is nothing to do (still linked, or
+ * removed through the mount and open), -ESTALE when the node's inode has
+ * no links and no replacement is known (the kernel then looks the name up
+ * again), or -errno.
  */
 int node_refresh(struct node *n);
 
@@ -153,6 +161,8 @@ uint64_t node_shown_ino(dev_t dev, ino_t ino);
 void node_removed(struct node *parent, const char *name, const struct stat *st);
 void node_moved(struct node *from, const char *name, struct node *to,
 		const char *newname, const struct stat *st);
+void node_exchanged(struct node *p1, const char *name1, struct node *p2,
+		    const char *name2);
 
 /* The node's path below the root, for messages (malloc'd; may be NULL). */
 char *node_path(struct node *n);
@@ -167,11 +177,11 @@ void dir_unlock(struct node *d);
 
 /*
  * LOCK_SH on the directory a node was last seen in, for metadata changes
- * (the rekey tool copies metadata before its rename).  Returns the locked
- * parent (referenced) or NULL when there is none; release with
- * parent_unlock().
+ * (the rekey tool copies metadata before its rename).  *pp is the locked
+ * parent (referenced), or NULL when there is none (the root, a removed
+ * node); release with parent_unlock().  0 or -errno.
  */
-struct node *parent_lock(struct node *n);
+int parent_lock(struct node *n, struct node **pp);
 void parent_unlock(struct node *p);
 
 /* "/proc/self/fd/N" for fd: names exactly that inode, never a symlink
@@ -227,12 +237,16 @@ void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
 void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name);
 
 /*
- * Give a new object to the caller the way a local filesystem would:
- * caller's uid, caller's gid or the parent's if the parent is setgid (new
- * directories keep setgid), mode exactly as asked.  fd is any fd of the
- * object (O_PATH is fine), dfd its directory.  0 or -errno.
+ * Make new objects as the caller: between creds_enter() and creds_leave()
+ * this thread's filesystem uid, gid and groups are the caller's (when the
+ * daemon runs as root on behalf of someone else).  0 or -errno.
  */
-int set_owner(fuse_req_t req, int dfd, int fd, mode_t mode);
+#define RKFS_MAX_GROUPS 256
+struct creds {
+	bool on;
+};
+int creds_enter(fuse_req_t req, struct creds *c);
+void creds_leave(struct creds *c);
 
 /* suid/sgid clearing on modification (see fuse_attr.c). */
 enum rkfs_kill {

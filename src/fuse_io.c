@@ -432,13 +432,17 @@ static int open_backing(struct node *n, int flags, int *fdp)
 			close(fd);
 			return ret;
 		}
-		if (st.st_nlink > 0 || node_refresh(n) <= 0) {
+		ret = st.st_nlink > 0 ? 0 : node_refresh(n);
+		if (ret == 0) {
 			/* Linked, or removed through the mount and still
 			 * open: the file the caller asked for either way. */
 			*fdp = fd;
 			return 0;
 		}
-		close(fd); /* replaced by a rekey meanwhile */
+		close(fd);
+		if (ret < 0)
+			return ret;
+		/* replaced by a rekey meanwhile: open the new file */
 	}
 	return -EIO;
 }
@@ -503,8 +507,9 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	struct fuse_entry_param e;
 	struct fhandle *h = NULL;
 	bool created = true, locked = false;
-	struct stat st, pst;
-	int dfd, fd, pfd = -1, ret = 0;
+	struct creds cr;
+	struct stat st;
+	int dfd, fd = -1, pfd = -1, ret = 0;
 
 	if (reserved_name(name)) {
 		fuse_reply_err(req, EPERM);
@@ -515,8 +520,12 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		fuse_reply_err(req, -dfd);
 		return;
 	}
-	/* A new file is opened read-write whatever the caller asked for:
-	 * it gets its header now. */
+	/* Made and opened as the caller (so an existing file is opened
+	 * only if the caller may).  A new file is opened read-write
+	 * whatever the caller asked for: it gets its header now. */
+	ret = creds_enter(req, &cr);
+	if (ret < 0)
+		goto out_unlock;
 	fd = openat(dfd, name,
 		    O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC |
 			(bflags & (O_SYNC | O_DSYNC)),
@@ -525,8 +534,9 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		created = false;
 		fd = openat(dfd, name, bflags | O_NOFOLLOW | O_NONBLOCK);
 	}
-	if (fd < 0) {
-		ret = -errno;
+	ret = fd < 0 ? -errno : 0;
+	creds_leave(&cr);
+	if (ret < 0) {
 		if (ret == -EMFILE || ret == -ENFILE)
 			fd_budget_exhausted();
 		goto out_unlock;
@@ -535,16 +545,15 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		ret = -errno;
 	else if (!S_ISREG(st.st_mode))
 		ret = S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
-	if (ret == 0 && created)
-		ret = set_owner(req, dfd, fd, mode);
-	/* The node's own fd: the name cannot be replaced by a rekey under
-	 * the directory lock, but check it is this file all the same. */
+	/* The node's own fd, from the open file itself. */
 	if (ret == 0) {
-		pfd = openat(dfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-		if (pfd < 0 || fstat(pfd, &pst) < 0)
+		char proc[PROC_FD_LEN];
+
+		proc_fd_path(proc, sizeof(proc), fd);
+		/* A /proc/self/fd link: the inode just opened. */
+		pfd = open(proc, O_PATH | O_CLOEXEC);
+		if (pfd < 0)
 			ret = -errno;
-		else if (pst.st_dev != st.st_dev || pst.st_ino != st.st_ino)
-			ret = -EIO;
 	}
 	/* Under the directory lock the name cannot be replaced, so a file
 	 * lock taken now needs no re-check.  Only try it: the rekey tool
@@ -552,10 +561,12 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	 * for the file here could deadlock with it. */
 	if (ret == 0)
 		locked = flock(fd, LOCK_SH | LOCK_NB) == 0;
+	else if (created && fd >= 0)
+		(void)unlinkat(dfd, name, 0); /* nothing half-made stays */
 out_unlock:
 	dir_unlock(p);
 	if (ret == 0) {
-		n = node_enter(p, name, pfd, &st, &e, &ret);
+		n = node_enter(p, name, pfd, &st, false, &e, &ret);
 		pfd = -1;
 	}
 	if (pfd >= 0)
@@ -610,6 +621,10 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	}
 	k = kr_get();
 	r = node_lock_current(n, &k, false);
+	if (r == 0 && !n->loaded) {
+		pthread_rwlock_unlock(&n->lock);
+		r = -EIO; /* its state could not be reloaded */
+	}
 	if (r == 0) {
 		read_ahead(h, (uint64_t)off, size);
 		r = rkfs_file_read(&n->file, h->fd, buf, size, (uint64_t)off,
@@ -677,6 +692,10 @@ void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
 
 	k = kr_get();
 	r = node_lock_current(n, &k, true);
+	if (r == 0 && !n->loaded) {
+		pthread_rwlock_unlock(&n->lock);
+		r = -EIO; /* its state could not be reloaded */
+	}
 	if (r == 0) {
 		/* O_APPEND writes at the size under the exclusive lock, so
 		 * two appending handles never overwrite each other.  Page
@@ -759,6 +778,10 @@ void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off,
 	}
 	k = kr_get();
 	ret = node_lock_current(n, &k, true);
+	if (ret == 0 && !n->loaded) {
+		pthread_rwlock_unlock(&n->lock);
+		ret = -EIO;
+	}
 	if (ret == 0) {
 		ret = drop_suidgid(req, h->fd, RKFS_KILL_UNLESS_FSETID);
 		if (ret >= 0)
@@ -785,7 +808,9 @@ void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 		return;
 	}
 	pthread_rwlock_rdlock(&h->node->lock);
-	r = rkfs_file_seek(&h->node->file, h->fd, off, whence);
+	r = h->node->loaded
+		? rkfs_file_seek(&h->node->file, h->fd, off, whence)
+		: -EIO;
 	pthread_rwlock_unlock(&h->node->lock);
 	if (r < 0)
 		fuse_reply_err(req, (int)-r);

@@ -79,13 +79,55 @@ void proc_fd_path(char *buf, size_t size, int fd)
 	snprintf(buf, size, "/proc/self/fd/%d", fd);
 }
 
+/*
+ * Users who can reach the backing tree can flock() the backing files and
+ * directories they can open, and so hold the locks of the rekey protocol
+ * forever.  A daemon thread therefore never waits without bound: the
+ * tool holds a lock for as long as one file's rewrite takes, so a wait
+ * longer than RKFS_LOCK_WAIT_MS gives up with EAGAIN (logged once a
+ * minute) and frees the thread.
+ */
+#define RKFS_LOCK_WAIT_MS 10000
+
 int rkfs_flock_retry(int fd, int how)
 {
-	while (flock(fd, how) < 0) {
-		if (errno != EINTR)
+	static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+	static time_t last;
+	struct timespec t0, now, nap = {0, 200 * 1000};
+	time_t secs;
+	long waited;
+
+	if (flock(fd, how | LOCK_NB) == 0)
+		return 0;
+	if (errno != EWOULDBLOCK && errno != EINTR)
+		return -errno;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		nanosleep(&nap, NULL);
+		if (flock(fd, how | LOCK_NB) == 0)
+			return 0;
+		if (errno != EWOULDBLOCK && errno != EINTR)
 			return -errno;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		waited = (now.tv_sec - t0.tv_sec) * 1000 +
+			 (now.tv_nsec - t0.tv_nsec) / 1000000;
+		if (waited >= RKFS_LOCK_WAIT_MS)
+			break;
+		if (nap.tv_nsec < 20 * 1000 * 1000)
+			nap.tv_nsec *= 2;
 	}
-	return 0;
+	secs = time(NULL);
+	pthread_mutex_lock(&mu);
+	if (last == 0 || secs - last >= 60) {
+		last = secs;
+		rkfs_log(LOG_WARNING,
+			 "a backing file or directory stayed locked for %d s "
+			 "(a long rekey, or a user holding flock on the backing "
+			 "tree); the request fails with EAGAIN",
+			 RKFS_LOCK_WAIT_MS / 1000);
+	}
+	pthread_mutex_unlock(&mu);
+	return -EAGAIN;
 }
 
 void fd_budget_exhausted(void)
@@ -381,12 +423,19 @@ static bool pinned_unlinked(struct node *c)
 }
 
 struct node *node_enter(struct node *parent, const char *name, int pfd,
-			const struct stat *st, struct fuse_entry_param *e,
-			int *err)
+			const struct stat *st, bool may_rebind,
+			struct fuse_entry_param *e, int *err)
 {
 	struct node *n, *cand = NULL;
-	bool tried = false;
+	bool tried = !may_rebind;
 
+	if (st->st_dev != root.dev) {
+		/* Another filesystem mounted in the backing tree: never
+		 * entered (a user's own FUSE mount could hang the daemon). */
+		close(pfd);
+		*err = -EXDEV;
+		return NULL;
+	}
 again:
 	pthread_mutex_lock(&table_mu);
 	n = find_ino(st->st_dev, st->st_ino);
@@ -403,7 +452,7 @@ again:
 		pthread_mutex_unlock(&table_mu);
 		tried = true;
 		if (pinned_unlinked(cand))
-			(void)node_refresh(cand);
+			(void)node_refresh(cand); /* -ESTALE: a new node */
 		node_put(cand);
 		cand = NULL;
 		goto again;
@@ -464,8 +513,31 @@ int node_lookup(struct node *parent, const char *name,
 		close(pfd);
 		return err;
 	}
-	*np = node_enter(parent, name, pfd, &st, e, &err);
+	*np = node_enter(parent, name, pfd, &st, true, e, &err);
 	return err;
+}
+
+/*
+ * Is nst, the file now at the name of a node whose inode lost its last
+ * link, what rekeyfs-rekey put there?  The tool gives its temp the old
+ * file's owner, group and mode before the rename; a file with anything
+ * else (another user's file renamed there by whoever owns the backing
+ * directory) is not taken for it.  Nor is any file while the node is
+ * open: the tool never replaces a file open in a mount.
+ */
+static bool is_replacement(struct node *n, const struct stat *old,
+			   const struct stat *nst)
+{
+	bool open;
+
+	if (!S_ISREG(nst->st_mode) || nst->st_uid != old->st_uid ||
+	    nst->st_gid != old->st_gid ||
+	    (nst->st_mode & 07777) != (old->st_mode & 07777))
+		return false;
+	pthread_rwlock_rdlock(&n->lock);
+	open = n->opens > 0;
+	pthread_rwlock_unlock(&n->lock);
+	return !open;
 }
 
 int node_refresh(struct node *n)
@@ -473,22 +545,30 @@ int node_refresh(struct node *n)
 	struct node *parent;
 	struct stat st, nst;
 	char *name = NULL;
-	int pfd, pdfd, old = -1, ret = 0;
+	bool removed;
+	int pfd, pdfd, old = -1, ret = -ESTALE;
 
 	if (n->type != S_IFREG || n == &root)
 		return 0;
 	pthread_rwlock_wrlock(&n->fdmu);
-	if (fstat(n->fd, &st) < 0 || st.st_nlink > 0)
+	if (fstat(n->fd, &st) < 0 || st.st_nlink > 0) {
+		ret = 0;
 		goto out;
+	}
 	pthread_mutex_lock(&table_mu);
+	removed = n->removed;
 	parent = n->parent;
-	if (n->name && parent) {
+	if (!removed && n->name && parent) {
 		name = strdup(n->name);
 		parent->refs++;
 	}
 	pthread_mutex_unlock(&table_mu);
+	if (removed) {
+		ret = 0; /* unlinked through the mount, still open */
+		goto out;
+	}
 	if (name == NULL)
-		goto out; /* removed through the mount: open-unlinked */
+		goto out; /* where it is now is unknown: look it up again */
 	pdfd = node_fd_get(parent);
 	pfd = openat(pdfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 	node_fd_put(parent);
@@ -500,9 +580,8 @@ int node_refresh(struct node *n)
 		}
 		goto out;
 	}
-	/* Only a regular file takes its place; anything else at the name
-	 * (a symlink, a directory) leaves the node as it is. */
-	if (fstat(pfd, &nst) < 0 || !S_ISREG(nst.st_mode)) {
+	if (fstat(pfd, &nst) < 0 || nst.st_dev != n->dev ||
+	    !is_replacement(n, &st, &nst)) {
 		close(pfd);
 		goto out;
 	}
@@ -546,9 +625,14 @@ int node_stat(struct node *n, struct stat *st)
 		node_fd_put(n);
 		if (ret < 0)
 			return ret;
-		if (!S_ISREG(st->st_mode) || st->st_nlink > 0 ||
-		    node_refresh(n) <= 0)
+		if (!S_ISREG(st->st_mode) || st->st_nlink > 0)
 			break;
+		ret = node_refresh(n);
+		if (ret < 0)
+			return ret;
+		if (ret == 0)
+			break;
+		ret = 0;
 	}
 	st->st_ino = (ino_t)n->shown_ino;
 	if (S_ISREG(st->st_mode))
@@ -575,21 +659,63 @@ void node_removed(struct node *parent, const char *name,
 	struct node *n;
 
 	pthread_mutex_lock(&table_mu);
-	n = find_ino(st->st_dev, st->st_ino);
-	if (n && n->parent == parent && n->name && strcmp(n->name, name) == 0)
+	/* Whatever node was last seen at the name is not there any more,
+	 * even if the name held another inode by now. */
+	n = find_name(parent, name);
+	if (n)
 		clear_name_locked(n);
+	n = find_ino(st->st_dev, st->st_ino);
+	if (n) {
+		if (n->parent == parent && n->name &&
+		    strcmp(n->name, name) == 0)
+			clear_name_locked(n);
+		/* Its last link: an open file of it lives on unlinked. */
+		if (S_ISDIR(st->st_mode) || st->st_nlink <= 1)
+			n->removed = true;
+	}
 	pthread_mutex_unlock(&table_mu);
 }
 
 void node_moved(struct node *from, const char *name, struct node *to,
 		const char *newname, const struct stat *st)
 {
-	struct node *n;
+	struct node *n, *m;
 
 	pthread_mutex_lock(&table_mu);
-	n = find_ino(st->st_dev, st->st_ino);
-	if (n && n->parent == from && n->name && strcmp(n->name, name) == 0)
+	/* The node the kernel moved is the one last seen at the old name,
+	 * whichever inode the name held by then. */
+	n = find_name(from, name);
+	m = st ? find_ino(st->st_dev, st->st_ino) : NULL;
+	if (n)
 		(void)set_name_locked(n, to, newname);
+	if (m && m != n && m->parent == from && m->name &&
+	    strcmp(m->name, name) == 0)
+		(void)set_name_locked(m, to, newname);
+	pthread_mutex_unlock(&table_mu);
+}
+
+void node_exchanged(struct node *p1, const char *name1, struct node *p2,
+		    const char *name2)
+{
+	struct node *a, *b;
+
+	pthread_mutex_lock(&table_mu);
+	a = find_name(p1, name1);
+	b = find_name(p2, name2);
+	if (a)
+		a->refs++; /* set_name_locked may drop a parent */
+	if (b)
+		b->refs++;
+	if (a)
+		clear_name_locked(a);
+	if (b)
+		(void)set_name_locked(b, p1, name1);
+	if (a)
+		(void)set_name_locked(a, p2, name2);
+	if (a)
+		drop_locked(a);
+	if (b)
+		drop_locked(b);
 	pthread_mutex_unlock(&table_mu);
 }
 
@@ -661,8 +787,11 @@ void dir_unlock(struct node *d)
 	pthread_mutex_unlock(&d->dmu);
 }
 
-struct node *parent_lock(struct node *n)
+int parent_lock(struct node *n, struct node **pp)
 {
+	int ret = -EAGAIN;
+
+	*pp = NULL;
 	for (int tries = 0; tries < 8; tries++) {
 		struct node *p;
 		bool same;
@@ -673,21 +802,24 @@ struct node *parent_lock(struct node *n)
 			p->refs++;
 		pthread_mutex_unlock(&table_mu);
 		if (p == NULL)
-			return NULL;
-		if (dir_lock(p) < 0) {
+			return 0; /* the root, or removed: nothing to lock */
+		ret = dir_lock(p);
+		if (ret < 0) {
 			node_put(p);
-			return NULL;
+			return ret;
 		}
 		/* Renamed meanwhile?  Then lock where it is now. */
 		pthread_mutex_lock(&table_mu);
 		same = n->parent == p;
 		pthread_mutex_unlock(&table_mu);
-		if (same)
-			return p;
+		if (same) {
+			*pp = p;
+			return 0;
+		}
 		dir_unlock(p);
 		node_put(p);
 	}
-	return NULL;
+	return -EAGAIN;
 }
 
 void parent_unlock(struct node *p)

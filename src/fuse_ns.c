@@ -68,14 +68,16 @@ void op_forget_multi(fuse_req_t req, size_t count,
 }
 
 /*
- * The object just made at dfd/name: reopen it without following, check
- * its type, give it to the caller.  Returns an O_PATH fd (st filled) or
- * -errno.
+ * The object just made at dfd/name by the caller: reopen it without
+ * following, and check it is what was made (its type, and the caller's,
+ * which only an object they made or own can be).  Returns an O_PATH fd
+ * (st filled) or -errno.
  */
 static int made(fuse_req_t req, int dfd, const char *name, mode_t type,
-		mode_t mode, struct stat *st)
+		struct stat *st)
 {
-	int pfd = openat(dfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC), ret;
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	int pfd = openat(dfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC), ret = 0;
 
 	if (pfd < 0) {
 		ret = -errno;
@@ -85,12 +87,9 @@ static int made(fuse_req_t req, int dfd, const char *name, mode_t type,
 	}
 	if (fstat(pfd, st) < 0)
 		ret = -errno;
-	else if ((st->st_mode & S_IFMT) != type)
+	else if ((st->st_mode & S_IFMT) != type ||
+		 (rkfs_ms->euid == 0 && st->st_uid != ctx->uid))
 		ret = -EIO; /* replaced under us */
-	else
-		ret = set_owner(req, dfd, pfd, mode);
-	if (ret == 0 && fstat(pfd, st) < 0)
-		ret = -errno;
 	if (ret < 0) {
 		close(pfd);
 		return ret;
@@ -98,20 +97,23 @@ static int made(fuse_req_t req, int dfd, const char *name, mode_t type,
 	return pfd;
 }
 
-/* A new regular file gets its header at once: an empty file of the mount
- * is a header alone. */
-static int make_file(int dfd, const char *name, mode_t mode)
+/*
+ * A new regular file gets its header at once (an empty file of the mount
+ * is a header alone).  Returns an O_PATH fd of it (st filled) or -errno;
+ * on failure nothing is left at the name.
+ */
+static int make_file(int dfd, const char *name, mode_t mode, struct stat *st)
 {
+	char proc[PROC_FD_LEN];
 	struct rkfs_file f;
 	struct kref *k;
-	int fd, ret;
+	int fd, pfd = -1, ret = 0;
 
 	fd = openat(dfd, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW |
 				   O_CLOEXEC,
 		    mode & 07777);
 	if (fd < 0)
 		return -errno;
-	ret = 0;
 	/* A brand-new file: nobody else can hold its lock. */
 	if (flock(fd, LOCK_SH | LOCK_NB) == 0) {
 		k = kr_get();
@@ -120,8 +122,19 @@ static int make_file(int dfd, const char *name, mode_t mode)
 		rkfs_file_release(&f);
 		kr_put(k);
 	}
+	if (ret == 0 && fstat(fd, st) < 0)
+		ret = -errno;
+	if (ret == 0) {
+		proc_fd_path(proc, sizeof(proc), fd);
+		/* A /proc/self/fd link: the file just made. */
+		pfd = open(proc, O_PATH | O_CLOEXEC);
+		if (pfd < 0)
+			ret = -errno;
+	}
+	if (ret < 0)
+		(void)unlinkat(dfd, name, 0);
 	close(fd);
-	return ret;
+	return ret < 0 ? ret : pfd;
 }
 
 enum make_kind { MAKE_DIR, MAKE_NOD, MAKE_LINK };
@@ -132,9 +145,10 @@ static void make(fuse_req_t req, fuse_ino_t parent, const char *name,
 {
 	struct node *p = node_of(parent), *n = NULL;
 	struct fuse_entry_param e;
+	struct creds cr;
 	struct stat st;
 	mode_t type;
-	int dfd, pfd, ret = 0;
+	int dfd, pfd = 0, ret;
 
 	if (reserved_name(name)) {
 		fuse_reply_err(req, EPERM);
@@ -145,33 +159,37 @@ static void make(fuse_req_t req, fuse_ino_t parent, const char *name,
 		fuse_reply_err(req, -dfd);
 		return;
 	}
-	switch (kind) {
-	case MAKE_DIR:
-		type = S_IFDIR;
-		if (mkdirat(dfd, name, mode & 07777) < 0)
-			ret = -errno;
-		break;
-	case MAKE_LINK:
-		type = S_IFLNK;
-		mode = 0777;
-		if (symlinkat(target, dfd, name) < 0)
-			ret = -errno;
-		break;
-	default:
-		type = mode & S_IFMT;
-		if (S_ISREG(mode))
-			ret = make_file(dfd, name, mode);
-		else if (mknodat(dfd, name, mode, rdev) < 0)
-			ret = -errno;
-		break;
+	ret = creds_enter(req, &cr);
+	if (ret == 0) {
+		switch (kind) {
+		case MAKE_DIR:
+			type = S_IFDIR;
+			if (mkdirat(dfd, name, mode & 07777) < 0)
+				ret = -errno;
+			break;
+		case MAKE_LINK:
+			type = S_IFLNK;
+			if (symlinkat(target, dfd, name) < 0)
+				ret = -errno;
+			break;
+		default:
+			type = mode & S_IFMT;
+			if (S_ISREG(mode))
+				pfd = make_file(dfd, name, mode, &st);
+			else if (mknodat(dfd, name, mode, rdev) < 0)
+				ret = -errno;
+			break;
+		}
+		creds_leave(&cr);
 	}
-	pfd = ret < 0 ? ret : made(req, dfd, name, type, mode, &st);
+	if (ret == 0 && pfd == 0)
+		pfd = made(req, dfd, name, type, &st);
 	dir_unlock(p);
-	if (pfd < 0) {
-		fuse_reply_err(req, -pfd);
+	if (ret < 0 || pfd < 0) {
+		fuse_reply_err(req, ret < 0 ? -ret : -pfd);
 		return;
 	}
-	n = node_enter(p, name, pfd, &st, &e, &ret);
+	n = node_enter(p, name, pfd, &st, false, &e, &ret);
 	reply_entry(req, n, &e, ret);
 }
 
@@ -196,7 +214,7 @@ void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
 void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
 	     const char *newname)
 {
-	struct node *n = node_of(ino), *np = node_of(newparent), *sp, *e_n;
+	struct node *n = node_of(ino), *np = node_of(newparent), *sp = NULL, *e_n;
 	char proc[PROC_FD_LEN];
 	struct fuse_entry_param e;
 	struct stat st;
@@ -208,8 +226,9 @@ void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
 	}
 	/* The source's directory too: a rekey must not replace the file
 	 * between the refresh and the link. */
-	sp = parent_lock(n);
-	ret = node_refresh(n);
+	ret = parent_lock(n, &sp);
+	if (ret == 0)
+		ret = node_refresh(n);
 	dfd = ret < 0 ? ret : dir_lock(np);
 	if (dfd < 0) {
 		parent_unlock(sp);
@@ -229,6 +248,8 @@ void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
 		ret = -errno;
 	if (ret == 0 && fstat(pfd, &st) < 0)
 		ret = -errno;
+	if (ret == 0 && (st.st_dev != n->dev || st.st_ino != n->ino))
+		ret = -EIO; /* replaced under us */
 	dir_unlock(np);
 	parent_unlock(sp);
 	if (ret < 0) {
@@ -237,7 +258,7 @@ void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
 		fuse_reply_err(req, -ret);
 		return;
 	}
-	e_n = node_enter(np, newname, pfd, &st, &e, &ret);
+	e_n = node_enter(np, newname, pfd, &st, false, &e, &ret);
 	reply_entry(req, e_n, &e, ret);
 }
 
@@ -309,16 +330,12 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 	if (renameat2(d1, name, d2, newname, flags) < 0) {
 		ret = -errno;
 	} else if (flags & RENAME_EXCHANGE) {
-		if (has1)
-			node_moved(p, name, np, newname, &st1);
-		if (has2)
-			node_moved(np, newname, p, name, &st2);
+		node_exchanged(p, name, np, newname);
 	} else {
 		if (has2 && has1 &&
 		    (st2.st_dev != st1.st_dev || st2.st_ino != st1.st_ino))
 			node_removed(np, newname, &st2);
-		if (has1)
-			node_moved(p, name, np, newname, &st1);
+		node_moved(p, name, np, newname, has1 ? &st1 : NULL);
 	}
 	if (np != p)
 		dir_unlock(np);

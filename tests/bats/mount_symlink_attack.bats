@@ -16,9 +16,9 @@ setup() {
 	command -v setpriv >/dev/null || skip "no setpriv"
 	rk_keyring "$KR" "" 1
 	rk_mount -o allow_other
+	# the mount root is the backing root: world-writable and sticky, so
+	# the attacker can create there and reach their own backing objects
 	chmod 1777 "$MNT"
-	# the attacker must reach their own backing objects
-	chmod 755 "$BACK"
 	# a supplementary group of the attacker for chgrp
 	XGID=$(getent group users | cut -d: -f3)
 	XGID=${XGID:-100}
