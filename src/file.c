@@ -785,10 +785,11 @@ static uint64_t next_data(int fd, uint64_t from)
 typedef int (*emit_fn)(void *arg, uint64_t index, const uint8_t *plain,
 		       size_t len, int final);
 
-static int walk_blocks(struct rkfs_file *f, int fd, emit_fn emit, void *arg,
-		       uint64_t *bad_block)
+static int walk_range(struct rkfs_file *f, int fd, uint64_t first,
+		      uint64_t end, emit_fn emit, void *arg,
+		      uint64_t *bad_block)
 {
-	uint64_t plain = f->size, nblocks, i = 0, flast;
+	uint64_t plain = f->size, nblocks, i = first, flast;
 	struct scratch *s;
 	uint8_t *pbuf;
 	int ret = 0;
@@ -799,6 +800,11 @@ static int walk_blocks(struct rkfs_file *f, int fd, emit_fn emit, void *arg,
 		return f->key_err ? f->key_err : -ENOKEY;
 	nblocks = rkfs_block_count(plain);
 	flast = nblocks - 1;
+	if (end > nblocks)
+		end = nblocks;
+	nblocks = end; /* the loop's end; flast stays the file's */
+	if (i >= nblocks)
+		return 0;
 	s = scratch_get((size_t)CHUNK_BLOCKS * RKFS_CBLOCK_SIZE);
 	pbuf = sodium_malloc(RKFS_BLOCK_SIZE);
 	if (s == NULL || pbuf == NULL) {
@@ -812,6 +818,8 @@ static int walk_blocks(struct rkfs_file *f, int fd, emit_fn emit, void *arg,
 
 		if (d == UINT64_MAX || d > rkfs_block_offset(flast))
 			d = rkfs_block_offset(flast);
+		if (d >= rkfs_block_offset(nblocks))
+			break; /* a hole up to the end of the range */
 		if (d > rkfs_block_offset(i))
 			i = (d - RKFS_HEADER_LEN) / RKFS_CBLOCK_SIZE;
 		n = nblocks - i < CHUNK_BLOCKS ? nblocks - i : CHUNK_BLOCKS;
@@ -851,6 +859,12 @@ static int walk_blocks(struct rkfs_file *f, int fd, emit_fn emit, void *arg,
 out:
 	sodium_free(pbuf);
 	return ret;
+}
+
+static int walk_blocks(struct rkfs_file *f, int fd, emit_fn emit, void *arg,
+		       uint64_t *bad_block)
+{
+	return walk_range(f, fd, 0, UINT64_MAX, emit, arg, bad_block);
 }
 
 static int emit_nothing(void *arg, uint64_t index, const uint8_t *plain,
@@ -905,6 +919,36 @@ static int reenc_emit(void *arg, uint64_t index, const uint8_t *plain,
 			r->nkey);
 	r->run_len += len + RKFS_BLOCK_OVERHEAD;
 	return 0;
+}
+
+int rkfs_file_reencrypt_range(struct rkfs_file *sf, int src, int dst,
+			      const struct rkfs_header *nh,
+			      const unsigned char *nkey, uint64_t first,
+			      uint64_t count, uint64_t *bad_block)
+{
+	struct reenc r = { .dst = dst, .nh = nh };
+	unsigned char *fkey;
+	int ret;
+
+	fkey = sodium_malloc(RKFS_KEY_LEN);
+	if (fkey == NULL)
+		return -ENOMEM;
+	rkfs_crypt_file_key(fkey, nh->file_id, nkey);
+	r.nkey = fkey;
+	r.cap = (size_t)CHUNK_BLOCKS * RKFS_CBLOCK_SIZE;
+	r.out = malloc(r.cap);
+	if (r.out == NULL) {
+		sodium_free(fkey);
+		return -ENOMEM;
+	}
+	ret = walk_range(sf, src, first,
+			 count > UINT64_MAX - first ? UINT64_MAX : first + count,
+			 reenc_emit, &r, bad_block);
+	if (ret == 0)
+		ret = reenc_flush(&r);
+	free(r.out);
+	sodium_free(fkey);
+	return ret;
 }
 
 int rkfs_file_reencrypt(struct rkfs_file *sf, int src, int dst,

@@ -59,6 +59,9 @@ static const char usage_text[] =
 "      --allow-unsealed   accept an unsealed keyring for a tree that\n"
 "                         recorded a passphrase-sealed one (logged)\n"
 "  -j, --jobs N           files rewritten in parallel (default: CPUs)\n"
+"      --max-rate RATE    rewrite at most RATE bytes per second (suffix K,\n"
+"                         M or G: KiB, MiB, GiB), leaving the disk to the\n"
+"                         mounts; default: no cap\n"
 "  -w, --wait SECONDS     keep retrying files that are open in a mount for\n"
 "                         up to SECONDS (default 0: report them as busy)\n"
 "      --json             print the report as one JSON object on stdout\n"
@@ -127,6 +130,30 @@ static unsigned long long parse_num(const char *s, const char *opt,
 	if (errno || *end != '\0' || v > max)
 		die_usage("%s: invalid number", opt);
 	return v;
+}
+
+/* A byte rate: a number with an optional K, M or G (binary) suffix. */
+static uint64_t parse_rate(const char *s)
+{
+	unsigned long long v;
+	unsigned shift = 0;
+	char *end;
+
+	errno = 0;
+	if (*s < '0' || *s > '9')
+		die_usage("--max-rate needs a number of bytes per second");
+	v = strtoull(s, &end, 10);
+	if (*end == 'K' || *end == 'k')
+		shift = 10;
+	else if (*end == 'M' || *end == 'm')
+		shift = 20;
+	else if (*end == 'G' || *end == 'g')
+		shift = 30;
+	if (shift)
+		end++;
+	if (errno || *end != '\0' || v == 0 || v > (UINT64_MAX >> 30))
+		die_usage("--max-rate: invalid rate '%s'", s);
+	return (uint64_t)v << shift;
 }
 
 static double parse_seconds(const char *s)
@@ -280,6 +307,22 @@ static void json_list(FILE *f, const char *key, const struct rkfs_rekey_list *l,
 	fputc(']', f);
 }
 
+/* Files (or plaintext bytes) handled per second of the run. */
+static double throughput(const struct rkfs_rekey_report *r, bool bytes)
+{
+	uint64_t files = r->mode == RKFS_REKEY_REWRITE ? r->migrated
+			 : r->mode == RKFS_REKEY_VERIFY ? r->verified
+							: r->files;
+
+	if (r->elapsed <= 0)
+		return 0;
+	if (bytes)
+		return r->mode == RKFS_REKEY_REWRITE
+			       ? (double)r->bytes_rewritten / r->elapsed
+			       : 0;
+	return (double)files / r->elapsed;
+}
+
 static void print_json(const struct rkfs_rekey_report *r, const char *backing,
 		       const struct rkfs_keyring *kr, int status)
 {
@@ -295,12 +338,14 @@ static void print_json(const struct rkfs_rekey_report *r, const char *backing,
 		   ",\"skipped\":%zu,\"bytes_rewritten\":%" PRIu64
 		   ",\"temps_removed\":%" PRIu64 ",\"resumed\":%" PRIu64
 		   ",\"bad_headers\":%" PRIu64 ",\"remaining\":%" PRIu64
-		   ",\"interrupted\":%s,\"elapsed_seconds\":%.3f",
+		   ",\"interrupted\":%s,\"elapsed_seconds\":%.3f"
+		   ",\"files_per_second\":%.1f,\"bytes_per_second\":%.0f",
 		r->files, r->migrated, r->current, r->verified,
 		r->would_rewrite, r->busy.count, r->failed.count,
 		r->skipped.count, r->bytes_rewritten, r->temps_removed,
 		r->resumed, r->bad_headers, r->remaining,
-		r->interrupted ? "true" : "false", r->elapsed);
+		r->interrupted ? "true" : "false", r->elapsed,
+		throughput(r, false), throughput(r, true));
 	fputs(",\"before\":", f);
 	json_gens(f, r->before, r->nbefore, kr);
 	if (r->mode == RKFS_REKEY_REWRITE) {
@@ -425,6 +470,15 @@ static void print_text(const struct rkfs_rekey_report *r, const char *backing,
 	if (r->interrupted)
 		fprintf(f, "interrupted:     yes (stopped by a signal)\n");
 	fprintf(f, "elapsed:         %.2f s\n", r->elapsed);
+	if (r->elapsed > 0) {
+		char b[32];
+
+		human_bytes(b, sizeof(b), (uint64_t)throughput(r, true));
+		fprintf(f, "throughput:      %.0f files/s", throughput(r, false));
+		if (r->mode == RKFS_REKEY_REWRITE)
+			fprintf(f, ", %s/s", b);
+		fputc('\n', f);
+	}
 	text_gens(f, "before", r->before, r->nbefore, kr);
 	if (r->mode == RKFS_REKEY_REWRITE)
 		text_gens(f, "after", r->after, r->nafter, kr);
@@ -525,6 +579,7 @@ int main(int argc, char **argv)
 		{ "allow-unsealed", no_argument, NULL, 'U' },
 		{ "jobs", required_argument, NULL, 'j' },
 		{ "wait", required_argument, NULL, 'w' },
+		{ "max-rate", required_argument, NULL, 'R' },
 		{ "status", no_argument, NULL, 'S' },
 		{ "generation", required_argument, NULL, 'G' },
 		{ "dry-run", no_argument, NULL, 'n' },
@@ -578,6 +633,9 @@ int main(int argc, char **argv)
 			break;
 		case 'w':
 			o.wait = parse_seconds(optarg);
+			break;
+		case 'R':
+			o.max_rate = parse_rate(optarg);
 			break;
 		case 'S':
 			o.mode = RKFS_REKEY_STATUS;
