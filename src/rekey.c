@@ -1284,6 +1284,13 @@ static void process_item(struct ctx *c, struct item *it, struct dcache *dc)
 				   xasprintf("no longer a regular file"));
 			goto out;
 		}
+		if (st.st_dev != it->dev || st.st_ino != it->ino) {
+			/* another file at the name now: the next scan finds it */
+			set_result(it, R_SKIPPED,
+				   xasprintf("renamed, removed or replaced in a "
+					     "mount during the run"));
+			goto out;
+		}
 		if (c->o->mode == RKFS_REKEY_REWRITE && st.st_nlink > 1 &&
 		    !rdwr) {
 			/* never opened for writing when already current */
@@ -1460,6 +1467,13 @@ static int stage_item(struct ctx *c, struct item *it, struct dcache *dc,
 	ret = 0;
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
 		set_result(it, R_SKIPPED, xasprintf("no longer a regular file"));
+		goto out;
+	}
+	if (st.st_dev != it->dev || st.st_ino != it->ino) {
+		/* another file at the name now: the next scan finds it */
+		set_result(it, R_SKIPPED,
+			   xasprintf("renamed, removed or replaced in a mount "
+				     "during the run"));
 		goto out;
 	}
 	if (st.st_nlink > 1 ||
