@@ -6,6 +6,7 @@
 #   make fuzz            each libFuzzer harness FUZZ_SECONDS (30) under ASan+UBSan
 #   make stress          longer randomized and crash runs
 #   make bench           side-by-side benchmark against a plain dir, passthrough_ll, gocryptfs and securefs
+#   make bench-rekey     rekeyfs-rekey against cp -a + sync, and against a base commit
 #   make deps            install the Debian packages needed (as root; skipped if present)
 #   make demo            build, then mount a demo vault, rotate its key and rekey it
 #   make install PREFIX=/usr/local   (also DESTDIR=; make uninstall likewise)
@@ -106,6 +107,12 @@ stress: all
 
 bench: all
 	REKEYFS_BUILD=$(abspath $(BUILD)) bash tests/bench/bench.sh
+
+# rekeyfs-rekey against cp -a + sync and against a base commit (BENCH_BASE,
+# default the merge-base with main); see tests/bench/bench_rekey.sh.
+.PHONY: bench-rekey
+bench-rekey: all
+	REKEYFS_BUILD=$(abspath $(BUILD)) bash tests/bench/bench_rekey.sh
 
 # Debian packages needed to build, run the tests and the demo.
 DEB_PKGS := gcc make pkg-config libfuse3-dev fuse3 libsodium-dev libinih-dev \

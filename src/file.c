@@ -924,10 +924,11 @@ static int hole_or_bad(const struct rkfs_file *f, int fd, uint64_t i,
 typedef int (*emit_fn)(void *arg, uint64_t index, const uint8_t *plain,
 		       size_t len, int final);
 
-static int walk_blocks(struct rkfs_file *f, int fd, emit_fn emit, void *arg,
-		       uint64_t *bad_block)
+static int walk_range(struct rkfs_file *f, int fd, uint64_t first,
+		      uint64_t end, emit_fn emit, void *arg,
+		      uint64_t *bad_block)
 {
-	uint64_t plain = f->size, nblocks, i = 0, flast;
+	uint64_t plain = f->size, nblocks, i = first, flast;
 	struct scratch *s;
 	uint8_t *pbuf;
 	int ret = 0;
@@ -938,6 +939,11 @@ static int walk_blocks(struct rkfs_file *f, int fd, emit_fn emit, void *arg,
 		return f->key_err ? f->key_err : -ENOKEY;
 	nblocks = rkfs_block_count(plain);
 	flast = nblocks - 1;
+	if (end > nblocks)
+		end = nblocks;
+	nblocks = end; /* the loop's end; flast stays the file's */
+	if (i >= nblocks)
+		return 0;
 	s = scratch_get((size_t)CHUNK_BLOCKS * RKFS_CBLOCK_SIZE);
 	pbuf = sodium_malloc(RKFS_BLOCK_SIZE);
 	if (s == NULL || pbuf == NULL) {
@@ -955,6 +961,8 @@ static int walk_blocks(struct rkfs_file *f, int fd, emit_fn emit, void *arg,
 			ret = hole_or_bad(f, fd, i, bad_block);
 			if (ret < 0)
 				break;
+			if (d >= rkfs_block_offset(nblocks))
+				break; /* a hole up to the end of the range */
 			i = (d - RKFS_HEADER_LEN) / RKFS_CBLOCK_SIZE;
 		}
 		n = nblocks - i < CHUNK_BLOCKS ? nblocks - i : CHUNK_BLOCKS;
@@ -1019,6 +1027,12 @@ bool rkfs_file_legacy_holes(const struct rkfs_file *f)
 	return f->has_header && !hole_auth(f);
 }
 
+static int walk_blocks(struct rkfs_file *f, int fd, emit_fn emit, void *arg,
+		       uint64_t *bad_block)
+{
+	return walk_range(f, fd, 0, UINT64_MAX, emit, arg, bad_block);
+}
+
 static int emit_nothing(void *arg, uint64_t index, const uint8_t *plain,
 			size_t len, int final)
 {
@@ -1080,6 +1094,36 @@ static int reenc_emit(void *arg, uint64_t index, const uint8_t *plain,
 			r->nkey);
 	r->run_len += len + RKFS_BLOCK_OVERHEAD;
 	return 0;
+}
+
+int rkfs_file_reencrypt_range(struct rkfs_file *sf, int src, int dst,
+			      const struct rkfs_header *nh,
+			      const unsigned char *nkey, uint64_t first,
+			      uint64_t count, uint64_t *bad_block)
+{
+	struct reenc r = { .dst = dst, .nh = nh };
+	unsigned char *fkey;
+	int ret;
+
+	fkey = sodium_malloc(RKFS_KEY_LEN);
+	if (fkey == NULL)
+		return -ENOMEM;
+	rkfs_crypt_file_key(fkey, nh->file_id, nkey);
+	r.nkey = fkey;
+	r.cap = (size_t)CHUNK_BLOCKS * RKFS_CBLOCK_SIZE;
+	r.out = malloc(r.cap);
+	if (r.out == NULL) {
+		sodium_free(fkey);
+		return -ENOMEM;
+	}
+	ret = walk_range(sf, src, first,
+			 count > UINT64_MAX - first ? UINT64_MAX : first + count,
+			 reenc_emit, &r, bad_block);
+	if (ret == 0)
+		ret = reenc_flush(&r);
+	free(r.out);
+	sodium_free(fkey);
+	return ret;
 }
 
 int rkfs_file_reencrypt(struct rkfs_file *sf, int src, int dst,

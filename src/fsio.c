@@ -327,6 +327,11 @@ int rkfs_rename_durable(int dirfd, const char *from, int dirfd2,
 	return ret;
 }
 
+int rkfs_rename_nosync(int dirfd, const char *from, const char *to)
+{
+	return renameat(dirfd, from, dirfd, to) < 0 ? -errno : 0;
+}
+
 int rkfs_write_atomic(int dirfd, const char *name, const void *data,
 		      size_t len, mode_t mode, struct rkfs_error *err)
 {

@@ -157,6 +157,14 @@ int node_stat(struct node *n, struct stat *st);
 /* The shown inode number for a backing (dev, ino) seen in a listing. */
 uint64_t node_shown_ino(dev_t dev, ino_t ino);
 
+/*
+ * Before a namespace change at parent/name (caller holds the directory
+ * lock): a node still bound to the file a rekey replaced at that name is
+ * rebound to the file now there first, so that the change is recorded on
+ * it (node_moved()/node_removed() find nodes by the backing inode).
+ */
+void node_settle(struct node *parent, const char *name);
+
 /* Record namespace changes made through the mount. */
 void node_removed(struct node *parent, const char *name, const struct stat *st);
 void node_moved(struct node *from, const char *name, struct node *to,

@@ -653,6 +653,24 @@ uint64_t node_shown_ino(dev_t dev, ino_t ino)
 	return shown;
 }
 
+void node_settle(struct node *parent, const char *name)
+{
+	struct node *c;
+
+	pthread_mutex_lock(&table_mu);
+	c = find_name(parent, name);
+	if (c && c->type == S_IFREG)
+		c->refs++;
+	else
+		c = NULL;
+	pthread_mutex_unlock(&table_mu);
+	if (c == NULL)
+		return;
+	if (pinned_unlinked(c))
+		(void)node_refresh(c);
+	node_put(c);
+}
+
 void node_removed(struct node *parent, const char *name,
 		  const struct stat *st)
 {

@@ -279,6 +279,7 @@ static void remove_name(fuse_req_t req, fuse_ino_t parent, const char *name,
 		fuse_reply_err(req, -dfd);
 		return;
 	}
+	node_settle(p, name);
 	known = fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0;
 	if (unlinkat(dfd, name, flags) < 0)
 		ret = -errno;
@@ -325,6 +326,8 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		fuse_reply_err(req, -d2);
 		return;
 	}
+	node_settle(p, name);
+	node_settle(np, newname);
 	has1 = fstatat(d1, name, &st1, AT_SYMLINK_NOFOLLOW) == 0;
 	has2 = fstatat(d2, newname, &st2, AT_SYMLINK_NOFOLLOW) == 0;
 	if (renameat2(d1, name, d2, newname, flags) < 0) {

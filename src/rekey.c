@@ -26,6 +26,11 @@
 #include "rekeyfs/meta.h"
 
 #define COPY_CHUNK (1u << 20)
+#define SPLIT_MIN (8u << 20)	    /* plaintext: larger files are split */
+#define SLICE_BLOCKS 1024u	    /* 4 MiB of plaintext a slice */
+#define BATCH_FILES 256		    /* small files made durable together */
+#define BATCH_BYTES (16u << 20)	    /* plaintext of one batch at most */
+#define BATCH_MAX_FILE (1u << 20)   /* larger files go one by one */
 #define DIR_LOCK_TIMEOUT 5.0 /* seconds before a directory counts as busy */
 #define MAX_PASSES 3	     /* scans that pick up files renamed mid-run */
 
@@ -84,6 +89,8 @@ struct ctx {
 	struct scan *scan;  /* current scan, for inode look-ups */
 	struct inoset done; /* failed inodes: not retried in later passes */
 	struct scan lazy;   /* recovery: a scan made when a target moved */
+	pthread_mutex_t rate_mu;
+	double rate_next; /* --max-rate: when the bytes so far are paid for */
 };
 
 static double now_sec(void)
@@ -773,6 +780,146 @@ static int copy_meta(int from, int to, const struct stat *st, char **why)
 	return 0;
 }
 
+/* --- rate cap and parallel rewrite of large files --------------------- */
+
+/*
+ * --max-rate: account bytes rewritten and sleep as long as the run is
+ * ahead of the cap.  Half a second of credit builds up at most, so an idle
+ * spell does not turn into a burst.
+ */
+static void throttle(struct ctx *c, uint64_t bytes)
+{
+	double t, wait;
+
+	if (c->o->max_rate == 0 || bytes == 0)
+		return;
+	pthread_mutex_lock(&c->rate_mu);
+	t = now_sec();
+	if (c->rate_next < t - 0.5)
+		c->rate_next = t - 0.5;
+	c->rate_next += (double)bytes / (double)c->o->max_rate;
+	wait = c->rate_next - t;
+	pthread_mutex_unlock(&c->rate_mu);
+	if (wait > 0)
+		sleep_sec(wait);
+}
+
+static unsigned job_count(const struct ctx *c)
+{
+	long cpus;
+
+	if (c->o->jobs)
+		return c->o->jobs;
+	cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	return cpus > 0 ? (unsigned)cpus : 1;
+}
+
+struct split {
+	struct ctx *c;
+	struct rkfs_file *f;
+	int src, dst;
+	const struct rkfs_header *nh;
+	const unsigned char *gk;
+	uint64_t nblocks;
+	uint64_t next; /* next slice to take; atomic */
+	unsigned threads;
+	pthread_mutex_t mu;
+	int ret; /* first error */
+	uint64_t bad;
+};
+
+/*
+ * Take slices in file order until none is left: read-ahead is asked for
+ * the slice the threads will take next, and the written range is handed to
+ * writeback at once, so reading, sealing and writing overlap and the final
+ * fsync finds little left to do.
+ */
+static void *split_worker(void *arg)
+{
+	struct split *sp = arg;
+
+	for (;;) {
+		uint64_t k = __atomic_fetch_add(&sp->next, 1, __ATOMIC_RELAXED);
+		uint64_t first = k * SLICE_BLOCKS, ahead, n, bad = UINT64_MAX;
+		off_t cs, ce;
+		int ret;
+
+		if (first >= sp->nblocks ||
+		    __atomic_load_n(&sp->ret, __ATOMIC_RELAXED) < 0)
+			break;
+		n = sp->nblocks - first < SLICE_BLOCKS ? sp->nblocks - first
+						       : SLICE_BLOCKS;
+		ahead = first + (uint64_t)sp->threads * SLICE_BLOCKS;
+		if (ahead < sp->nblocks)
+			(void)posix_fadvise(
+			    sp->src, (off_t)rkfs_block_offset(ahead),
+			    (off_t)SLICE_BLOCKS * RKFS_CBLOCK_SIZE,
+			    POSIX_FADV_WILLNEED);
+		ret = rkfs_file_reencrypt_range(sp->f, sp->src, sp->dst, sp->nh,
+						sp->gk, first, n, &bad);
+		if (ret < 0) {
+			pthread_mutex_lock(&sp->mu);
+			if (sp->ret == 0 || bad < sp->bad) {
+				sp->ret = ret;
+				sp->bad = bad;
+			}
+			pthread_mutex_unlock(&sp->mu);
+			break;
+		}
+		cs = (off_t)rkfs_block_offset(first);
+		ce = (off_t)rkfs_block_offset(first + n);
+		(void)sync_file_range(sp->dst, cs, ce - cs,
+				      SYNC_FILE_RANGE_WRITE);
+		throttle(sp->c, n * RKFS_BLOCK_SIZE);
+	}
+	return NULL;
+}
+
+/*
+ * rkfs_file_reencrypt() for the engine: a large file is split into slices
+ * rewritten by job_count() threads (the caller one of them).
+ */
+static int reencrypt_file(struct ctx *c, struct rkfs_file *f, int src,
+			  int dst, const struct rkfs_header *nh,
+			  const unsigned char *gk, uint64_t *bad)
+{
+	struct split sp = {.c = c, .f = f, .src = src, .dst = dst, .nh = nh,
+			   .gk = gk, .bad = UINT64_MAX};
+	pthread_t th[RKFS_REKEY_SLOTS];
+	unsigned started = 0;
+	int ret;
+
+	sp.threads = job_count(c);
+	if (f->size < SPLIT_MIN || sp.threads < 2) {
+		ret = rkfs_file_reencrypt(f, src, dst, nh, gk, bad);
+		if (ret == 0)
+			throttle(c, f->size);
+		return ret;
+	}
+	if (sp.threads > RKFS_REKEY_SLOTS)
+		sp.threads = RKFS_REKEY_SLOTS;
+	sp.nblocks = rkfs_block_count(f->size);
+	(void)posix_fadvise(src, 0, 0, POSIX_FADV_SEQUENTIAL);
+	ret = rkfs_pwrite_full(dst, nh->raw, RKFS_HEADER_LEN, 0);
+	if (ret < 0)
+		return ret;
+	pthread_mutex_init(&sp.mu, NULL);
+	for (; started + 1 < sp.threads; started++)
+		if (pthread_create(&th[started], NULL, split_worker, &sp) != 0)
+			break;
+	split_worker(&sp);
+	for (unsigned i = 0; i < started; i++)
+		pthread_join(th[i], NULL);
+	pthread_mutex_destroy(&sp.mu);
+	if (sp.ret < 0) {
+		*bad = sp.bad;
+		return sp.ret;
+	}
+	if (ftruncate(dst, (off_t)rkfs_size_to_cipher(f->size)) < 0)
+		return -errno;
+	return 0;
+}
+
 /* --- in-place copy (hard-linked files) -------------------------------- */
 
 static int punch_or_zero(int fd, uint64_t off, uint64_t len, uint8_t *buf)
@@ -924,7 +1071,7 @@ static int rewrite_rename(struct ctx *c, struct item *it, int dfd, int fd,
 	}
 	rkfs_header_init(&nh, c->kr->primary);
 	inflight_set(c, slot, tfd);
-	ret = rkfs_file_reencrypt(f, fd, tfd, &nh, gk, &bad);
+	ret = reencrypt_file(c, f, fd, tfd, &nh, gk, &bad);
 	if (ret < 0) {
 		set_result(it, R_FAILED, auth_reason(ret, bad));
 		goto discard;
@@ -1018,7 +1165,7 @@ static int rewrite_in_place(struct ctx *c, struct item *it, int dfd, int fd,
 	snprintf(iname, sizeof(iname), "%s" RKFS_INTENT_SUFFIX, tmp);
 	rkfs_header_init(&nh, c->kr->primary);
 	inflight_set(c, slot, tfd);
-	ret = rkfs_file_reencrypt(f, fd, tfd, &nh, gk, &bad);
+	ret = reencrypt_file(c, f, fd, tfd, &nh, gk, &bad);
 	if (ret < 0) {
 		set_result(it, R_FAILED, auth_reason(ret, bad));
 		goto discard;
@@ -1080,6 +1227,20 @@ discard:
 	return it->result;
 }
 
+/* Is the file at fd empty or on the primary already (header only)? */
+static bool on_primary(const struct ctx *c, int fd)
+{
+	uint8_t raw[RKFS_HEADER_LEN];
+	struct rkfs_header h;
+	ssize_t n = rkfs_pread_full(fd, raw, sizeof(raw), 0);
+
+	if (n == 0)
+		return true;
+	return n == (ssize_t)sizeof(raw) &&
+	       rkfs_header_parse(&h, raw, sizeof(raw)) == 0 &&
+	       h.generation == c->kr->primary;
+}
+
 /* Open, lock and re-check one file, then rewrite or verify it. */
 static void process_item(struct ctx *c, struct item *it, struct dcache *dc)
 {
@@ -1123,8 +1284,20 @@ static void process_item(struct ctx *c, struct item *it, struct dcache *dc)
 				   xasprintf("no longer a regular file"));
 			goto out;
 		}
+		if (st.st_dev != it->dev || st.st_ino != it->ino) {
+			/* another file at the name now: the next scan finds it */
+			set_result(it, R_SKIPPED,
+				   xasprintf("renamed, removed or replaced in a "
+					     "mount during the run"));
+			goto out;
+		}
 		if (c->o->mode == RKFS_REKEY_REWRITE && st.st_nlink > 1 &&
 		    !rdwr) {
+			/* never opened for writing when already current */
+			if (on_primary(c, fd)) {
+				set_result(it, R_CURRENT, NULL);
+				goto out;
+			}
 			close(fd);
 			rdwr = true;
 			attempt--;
@@ -1209,6 +1382,325 @@ out:
 		close(fd); /* releases the file lock */
 }
 
+/* --- batches of small files ------------------------------------------- */
+
+/* A small file rewritten into its temp, waiting for the batch's syncfs. */
+struct staged {
+	struct item *it;
+	char tmp[64];
+	int tfd;
+	dev_t dev;
+	ino_t ino;
+	off_t size;
+	struct timespec ctime;
+	uint8_t sum[crypto_generichash_BYTES];
+};
+
+static int open_item(int dfd, const char *base)
+{
+	/* O_NOATIME: our reads must not change the atime we keep */
+	int fd = openat(dfd, base,
+			O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC |
+			    O_NOATIME);
+
+	if (fd < 0 && errno == EPERM)
+		fd = openat(dfd, base,
+			    O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	return fd < 0 ? -errno : fd;
+}
+
+static void open_failed(struct item *it, int e)
+{
+	if (e == -ENOENT || e == -ELOOP)
+		set_result(it, R_SKIPPED,
+			   xasprintf("removed or renamed in a mount during "
+				     "the run"));
+	else
+		set_result(it, R_FAILED, xasprintf("open: %s", strerror(-e)));
+}
+
+/* BLAKE2b of the first size bytes of fd (ciphertext: not secret). */
+static int hash_fd(int fd, off_t size, uint8_t out[crypto_generichash_BYTES])
+{
+	crypto_generichash_state st;
+	uint8_t buf[65536];
+	off_t off = 0;
+
+	crypto_generichash_init(&st, NULL, 0, crypto_generichash_BYTES);
+	while (off < size) {
+		size_t n = size - off < (off_t)sizeof(buf) ? (size_t)(size - off)
+							   : sizeof(buf);
+		ssize_t got = rkfs_pread_full(fd, buf, n, off);
+
+		if (got < 0)
+			return (int)got;
+		if ((size_t)got != n)
+			return -EIO;
+		crypto_generichash_update(&st, buf, n);
+		off += (off_t)n;
+	}
+	crypto_generichash_final(&st, out, crypto_generichash_BYTES);
+	return 0;
+}
+
+/*
+ * First half of a batched rewrite: lock the file, rewrite it into a temp
+ * (not yet durable), remember what it was, unlock.  Returns 1 when staged,
+ * 0 when the item has its result (current, failed, busy, skipped), or
+ * -EAGAIN when it must go the one-by-one way (hard links, grew, moved).
+ */
+static int stage_item(struct ctx *c, struct item *it, struct dcache *dc,
+		      struct staged *sg)
+{
+	const char *base = it->path + it->base_off;
+	const unsigned char *gk;
+	struct rkfs_header nh;
+	uint64_t bad = UINT64_MAX;
+	struct rkfs_file f;
+	struct stat st;
+	int dfd, fd, ret, e;
+
+	set_result(it, R_NONE, NULL);
+	dfd = dcache_get(dc, c, it->path, it->base_off);
+	if (dfd < 0) {
+		set_result(it, R_SKIPPED,
+			   xasprintf("directory gone: %s", strerror(-dfd)));
+		return 0;
+	}
+	fd = open_item(dfd, base);
+	if (fd < 0) {
+		open_failed(it, fd);
+		return 0;
+	}
+	ret = 0;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		set_result(it, R_SKIPPED, xasprintf("no longer a regular file"));
+		goto out;
+	}
+	if (st.st_dev != it->dev || st.st_ino != it->ino) {
+		/* another file at the name now: the next scan finds it */
+		set_result(it, R_SKIPPED,
+			   xasprintf("renamed, removed or replaced in a mount "
+				     "during the run"));
+		goto out;
+	}
+	if (st.st_nlink > 1 ||
+	    (uint64_t)st.st_size > rkfs_size_to_cipher(BATCH_MAX_FILE)) {
+		ret = -EAGAIN;
+		goto out;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		if (errno == EWOULDBLOCK)
+			set_result(it, R_BUSY, xasprintf("open in a mount"));
+		else
+			set_result(it, R_FAILED,
+				   xasprintf("flock: %s", strerror(errno)));
+		goto out;
+	}
+	if (!same_inode(dfd, base, &st)) {
+		ret = -EAGAIN;
+		goto out;
+	}
+	if (rkfs_size_to_plain(&it->plain, (uint64_t)st.st_size) < 0)
+		it->plain = 0;
+	e = rkfs_file_load(&f, fd, c->kr);
+	if (e < 0) {
+		set_result(it, R_FAILED, auth_reason(e, UINT64_MAX));
+		goto out;
+	}
+	if (!f.has_header || f.hdr.generation == c->kr->primary) {
+		set_result(it, R_CURRENT, NULL);
+		goto release;
+	}
+	if (f.key == NULL) {
+		set_result(it, R_FAILED,
+			   key_reason(c, f.hdr.generation, f.key_err));
+		goto release;
+	}
+	gk = rkfs_keyring_key(c->kr, c->kr->primary, &e);
+	if (gk == NULL) {
+		set_result(it, R_FAILED, key_reason(c, c->kr->primary, e));
+		goto release;
+	}
+	sg->tfd = make_temp(dfd, sg->tmp, sizeof(sg->tmp));
+	if (sg->tfd < 0) {
+		set_result(it, R_FAILED,
+			   xasprintf("cannot create temp file: %s",
+				     strerror(-sg->tfd)));
+		goto release;
+	}
+	rkfs_header_init(&nh, c->kr->primary);
+	e = rkfs_file_reencrypt(&f, fd, sg->tfd, &nh, gk, &bad);
+	if (e == 0)
+		e = hash_fd(fd, st.st_size, sg->sum);
+	if (e < 0) {
+		set_result(it, R_FAILED, auth_reason(e, bad));
+		unlinkat(dfd, sg->tmp, 0);
+		close(sg->tfd);
+		goto release;
+	}
+	throttle(c, it->plain);
+	sg->it = it;
+	sg->dev = st.st_dev;
+	sg->ino = st.st_ino;
+	sg->size = st.st_size;
+	sg->ctime = st.st_ctim;
+	ret = 1;
+release:
+	rkfs_file_release(&f);
+out:
+	close(fd); /* releases the file lock: the batch's syncfs runs without */
+	return ret;
+}
+
+static void discard_staged(struct staged *sg, int dfd)
+{
+	unlinkat(dfd, sg->tmp, 0);
+	close(sg->tfd);
+	sg->tfd = -1;
+}
+
+/*
+ * Second half, after the batch's temps are durable: lock the file again,
+ * check that it is the file staged and unchanged since, and rename the
+ * temp over it under the directory lock (as rewrite_rename() does, without
+ * the directory fsync).  Returns 0 with the item's result set, or -EAGAIN
+ * (temp removed) when it must go the one-by-one way.
+ */
+static int commit_item(struct ctx *c, struct staged *sg, int dfd)
+{
+	struct item *it = sg->it;
+	const char *base = it->path + it->base_off;
+	pthread_mutex_t *held = NULL;
+	uint8_t sum[crypto_generichash_BYTES];
+	char *why = NULL;
+	struct stat st;
+	int fd, ret = 0;
+
+	fd = open_item(dfd, base);
+	if (fd < 0) {
+		open_failed(it, fd);
+		discard_staged(sg, dfd);
+		return 0;
+	}
+	if (fstat(fd, &st) < 0 || st.st_dev != sg->dev ||
+	    st.st_ino != sg->ino) {
+		set_result(it, R_SKIPPED,
+			   xasprintf("renamed, removed or replaced in a mount "
+				     "during the rewrite"));
+		goto discard;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		if (errno == EWOULDBLOCK)
+			set_result(it, R_BUSY, xasprintf("open in a mount"));
+		else
+			set_result(it, R_FAILED,
+				   xasprintf("flock: %s", strerror(errno)));
+		goto discard;
+	}
+	/* written since it was staged: start over with what it is now */
+	if (st.st_nlink > 1 || st.st_size != sg->size ||
+	    st.st_ctim.tv_sec != sg->ctime.tv_sec ||
+	    st.st_ctim.tv_nsec != sg->ctime.tv_nsec ||
+	    hash_fd(fd, st.st_size, sum) < 0 ||
+	    sodium_memcmp(sum, sg->sum, sizeof(sum)) != 0) {
+		ret = -EAGAIN;
+		goto discard;
+	}
+	ret = lock_dir(dfd, &held);
+	if (ret < 0) {
+		set_result(it, ret == -EWOULDBLOCK ? R_BUSY : R_FAILED,
+			   xasprintf("directory lock: %s", strerror(-ret)));
+		ret = 0;
+		goto discard;
+	}
+	if (fstat(fd, &st) < 0 || !same_inode(dfd, base, &st)) {
+		set_result(it, R_SKIPPED,
+			   xasprintf("renamed, removed or replaced in a mount "
+				     "during the rewrite"));
+		goto unlock_discard;
+	}
+	if (st.st_nlink > 1) {
+		ret = -EAGAIN;
+		goto unlock_discard;
+	}
+	if (copy_meta(fd, sg->tfd, &st, &why) < 0) {
+		set_result(it, R_FAILED, why);
+		goto unlock_discard;
+	}
+	ret = rkfs_rename_nosync(dfd, sg->tmp, base);
+	unlock_dir(dfd, held);
+	close(sg->tfd);
+	sg->tfd = -1;
+	close(fd);
+	if (ret < 0) {
+		unlinkat(dfd, sg->tmp, 0);
+		set_result(it, R_FAILED,
+			   xasprintf("rename: %s", strerror(-ret)));
+		return 0;
+	}
+	set_result(it, R_MIGRATED, NULL);
+	return 0;
+unlock_discard:
+	unlock_dir(dfd, held);
+discard:
+	discard_staged(sg, dfd);
+	close(fd);
+	return ret;
+}
+
+/*
+ * Rewrite n small files of one directory: stage each, make the temps
+ * durable with one syncfs, commit each, then one directory fsync.  A file
+ * that cannot be batched goes through process_item().
+ */
+static void run_batch(struct ctx *c, struct item **v, size_t n,
+		      struct dcache *dc)
+{
+	struct staged sg[BATCH_FILES];
+	size_t ns = 0, i;
+	int dfd, ret;
+
+	for (i = 0; i < n && !stopping(c); i++) {
+		ret = stage_item(c, v[i], dc, &sg[ns]);
+		if (ret == 1)
+			ns++;
+		else if (ret == -EAGAIN)
+			process_item(c, v[i], dc);
+	}
+	if (ns == 0)
+		return;
+	dfd = dcache_get(dc, c, sg[0].it->path, sg[0].it->base_off);
+	if (dfd < 0) {
+		for (i = 0; i < ns; i++) {
+			close(sg[i].tfd);
+			set_result(sg[i].it, R_SKIPPED,
+				   xasprintf("directory gone: %s",
+					     strerror(-dfd)));
+		}
+		return;
+	}
+	/* one flush for the batch instead of one fsync per file */
+	ret = ns == 1 ? fsync(sg[0].tfd) : syncfs(sg[0].tfd);
+	if (ret < 0) {
+		int e = errno;
+
+		for (i = 0; i < ns; i++) {
+			discard_staged(&sg[i], dfd);
+			set_result(sg[i].it, R_FAILED,
+				   xasprintf("fsync: %s", strerror(e)));
+		}
+		return;
+	}
+	for (i = 0; i < ns; i++)
+		if (commit_item(c, &sg[i], dfd) == -EAGAIN)
+			process_item(c, sg[i].it, dc);
+	/* the batch's renames, durable together */
+	dfd = dcache_get(dc, c, sg[0].it->path, sg[0].it->base_off);
+	if (dfd >= 0)
+		(void)fsync_fd_dir(dfd);
+}
+
 /* --- worker pool ------------------------------------------------------ */
 
 struct pool {
@@ -1220,6 +1712,30 @@ struct pool {
 	pthread_mutex_t mu;
 };
 
+/*
+ * How many items from todo[i] on go together: a run of small files in one
+ * directory when rewriting, else one.
+ */
+static size_t batch_len(const struct pool *p, size_t i)
+{
+	const struct item *a = p->todo[i];
+	uint64_t bytes = 0;
+	size_t n;
+
+	if (p->c->o->mode != RKFS_REKEY_REWRITE)
+		return 1;
+	for (n = 0; i + n < p->n && n < BATCH_FILES; n++) {
+		const struct item *b = p->todo[i + n];
+
+		if (b->plain > BATCH_MAX_FILE || bytes + b->plain > BATCH_BYTES ||
+		    b->base_off != a->base_off ||
+		    strncmp(a->path, b->path, a->base_off) != 0)
+			break;
+		bytes += b->plain;
+	}
+	return n ? n : 1;
+}
+
 static void *worker(void *arg)
 {
 	struct pool *p = arg;
@@ -1229,21 +1745,29 @@ static void *worker(void *arg)
 	dc.slot = id < RKFS_REKEY_SLOTS ? id : -1;
 
 	for (;;) {
-		struct item *it;
-		size_t i;
+		size_t i, n;
 
 		if (stopping(p->c))
 			break;
 		pthread_mutex_lock(&p->mu);
-		i = p->next++;
+		i = p->next;
+		n = i < p->n ? batch_len(p, i) : 0;
+		p->next += n;
 		pthread_mutex_unlock(&p->mu);
-		if (i >= p->n)
+		if (n == 0)
 			break;
-		it = p->todo[i];
-		process_item(p->c, it, &dc);
-		if (it->result != R_BUSY)
-			progress_add(p->c, 1, it->counted ? 0 : it->plain);
-		it->counted = false;
+		if (n == 1)
+			process_item(p->c, p->todo[i], &dc);
+		else
+			run_batch(p->c, p->todo + i, n, &dc);
+		for (size_t j = i; j < i + n; j++) {
+			struct item *it = p->todo[j];
+
+			if (it->result != R_BUSY && it->result != R_NONE)
+				progress_add(p->c, 1,
+					     it->counted ? 0 : it->plain);
+			it->counted = false;
+		}
 	}
 	dcache_drop(&dc);
 	return NULL;
@@ -1870,7 +2394,8 @@ int rkfs_rekey_recover(int rootfd, const char *root,
 {
 	static const struct rkfs_rekey_opts ropts = {.mode = RKFS_REKEY_VERIFY};
 	struct rkfs_rekey_report rep;
-	struct ctx c = {.root = root, .kr = kr, .o = &ropts, .rep = &rep};
+	struct ctx c = {.root = root, .kr = kr, .o = &ropts, .rep = &rep,
+			.rate_mu = PTHREAD_MUTEX_INITIALIZER};
 	char **names = NULL;
 	size_t n = 0;
 	struct stat st;
@@ -2181,7 +2706,8 @@ int rkfs_rekey_run(struct rkfs_rekey_report *rep, const char *root,
 		   const struct rkfs_keyring *kr,
 		   const struct rkfs_rekey_opts *opts, struct rkfs_error *err)
 {
-	struct ctx c = {.root = root, .kr = kr, .o = opts, .rep = rep};
+	struct ctx c = {.root = root, .kr = kr, .o = opts, .rep = rep,
+			.rate_mu = PTHREAD_MUTEX_INITIALIZER};
 	struct rkfs_meta *m = NULL;
 	struct scan s = {0};
 	struct stat st;

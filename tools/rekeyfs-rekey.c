@@ -68,6 +68,9 @@ static const char usage_text[] =
 "      --allow-unsealed   accept an unsealed keyring for a tree that\n"
 "                         recorded a passphrase-sealed one (logged)\n"
 "  -j, --jobs N           files rewritten in parallel (default: CPUs)\n"
+"      --max-rate RATE    rewrite at most RATE bytes per second (suffix K,\n"
+"                         M or G: KiB, MiB, GiB), leaving the disk to the\n"
+"                         mounts; default: no cap\n"
 "  -w, --wait SECONDS     keep retrying files that are open in a mount for\n"
 "                         up to SECONDS (default 0: report them as busy)\n"
 "      --json             print the report as one JSON object on stdout\n"
@@ -146,6 +149,30 @@ static unsigned long long parse_num(const char *s, const char *opt,
 	if (errno || *end != '\0' || v > max)
 		die_usage("%s: invalid number", opt);
 	return v;
+}
+
+/* A byte rate: a number with an optional K, M or G (binary) suffix. */
+static uint64_t parse_rate(const char *s)
+{
+	unsigned long long v;
+	unsigned shift = 0;
+	char *end;
+
+	errno = 0;
+	if (*s < '0' || *s > '9')
+		die_usage("--max-rate needs a number of bytes per second");
+	v = strtoull(s, &end, 10);
+	if (*end == 'K' || *end == 'k')
+		shift = 10;
+	else if (*end == 'M' || *end == 'm')
+		shift = 20;
+	else if (*end == 'G' || *end == 'g')
+		shift = 30;
+	if (shift)
+		end++;
+	if (errno || *end != '\0' || v == 0 || v > (UINT64_MAX >> 30))
+		die_usage("--max-rate: invalid rate '%s'", s);
+	return (uint64_t)v << shift;
 }
 
 static double parse_seconds(const char *s)
@@ -244,6 +271,22 @@ static void json_list(struct rkfs_json *j, const char *key,
 	rkfs_json_end_array(j);
 }
 
+/* Files (or plaintext bytes) handled per second of the run. */
+static double throughput(const struct rkfs_rekey_report *r, bool bytes)
+{
+	uint64_t files = r->mode == RKFS_REKEY_REWRITE ? r->migrated
+			 : r->mode == RKFS_REKEY_VERIFY ? r->verified
+							: r->files;
+
+	if (r->elapsed <= 0)
+		return 0;
+	if (bytes)
+		return r->mode == RKFS_REKEY_REWRITE
+			       ? (double)r->bytes_rewritten / r->elapsed
+			       : 0;
+	return (double)files / r->elapsed;
+}
+
 static void print_json(const struct rkfs_rekey_report *r, const char *backing,
 		       const struct rkfs_keyring *kr, int status)
 {
@@ -271,6 +314,9 @@ static void print_json(const struct rkfs_rekey_report *r, const char *backing,
 	rkfs_json_uint(&j, "remaining", r->remaining);
 	rkfs_json_bool(&j, "interrupted", r->interrupted);
 	rkfs_json_seconds(&j, "elapsed_seconds", r->elapsed);
+	/* rates: one decimal is plenty, the writer's seconds format fits */
+	rkfs_json_seconds(&j, "files_per_second", throughput(r, false));
+	rkfs_json_seconds(&j, "bytes_per_second", throughput(r, true));
 	json_gens(&j, "before", r->before, r->nbefore, kr);
 	if (r->mode == RKFS_REKEY_REWRITE)
 		json_gens(&j, "after", r->after, r->nafter, kr);
@@ -393,6 +439,15 @@ static void print_text(const struct rkfs_rekey_report *r, const char *backing,
 	if (r->interrupted)
 		fprintf(f, "interrupted:     yes (stopped by a signal)\n");
 	fprintf(f, "elapsed:         %.2f s\n", r->elapsed);
+	if (r->elapsed > 0) {
+		char b[32];
+
+		human_bytes(b, sizeof(b), (uint64_t)throughput(r, true));
+		fprintf(f, "throughput:      %.0f files/s", throughput(r, false));
+		if (r->mode == RKFS_REKEY_REWRITE)
+			fprintf(f, ", %s/s", b);
+		fputc('\n', f);
+	}
 	text_gens(f, "before", r->before, r->nbefore, kr);
 	if (r->mode == RKFS_REKEY_REWRITE)
 		text_gens(f, "after", r->after, r->nafter, kr);
@@ -561,6 +616,7 @@ int main(int argc, char **argv)
 		{ "allow-unsealed", no_argument, NULL, 'U' },
 		{ "jobs", required_argument, NULL, 'j' },
 		{ "wait", required_argument, NULL, 'w' },
+		{ "max-rate", required_argument, NULL, 'R' },
 		{ "status", no_argument, NULL, 'S' },
 		{ "generation", required_argument, NULL, 'G' },
 		{ "dry-run", no_argument, NULL, 'n' },
@@ -618,6 +674,9 @@ int main(int argc, char **argv)
 			break;
 		case 'w':
 			o.wait = parse_seconds(optarg);
+			break;
+		case 'R':
+			o.max_rate = parse_rate(optarg);
 			break;
 		case 'S':
 			o.mode = RKFS_REKEY_STATUS;

@@ -235,6 +235,21 @@ int rkfs_file_reencrypt(struct rkfs_file *sf, int src, int dst,
 	__attribute__((warn_unused_result, nonnull(1, 4, 5)));
 
 /*
+ * One slice of rkfs_file_reencrypt(), for splitting a large file across
+ * threads: blocks [first, first + count) of src (clamped to the file) are
+ * decrypted, authenticated and written to dst at their own offsets under
+ * nh / nkey; holes stay holes.  The header and the final size of dst are
+ * the caller's (write nh->raw at 0, ftruncate to the ciphertext size of
+ * sf->size).  Slices of one file may run concurrently on the same fds.
+ * Returns 0, -EBADMSG (*bad_block set), or -errno.
+ */
+int rkfs_file_reencrypt_range(struct rkfs_file *sf, int src, int dst,
+			      const struct rkfs_header *nh,
+			      const unsigned char *nkey, uint64_t first,
+			      uint64_t count, uint64_t *bad_block)
+	__attribute__((warn_unused_result, nonnull(1, 4, 5)));
+
+/*
  * Authenticate every block of a loaded file without writing anything.
  * Returns 0, -EBADMSG (*bad_block set), -ENOKEY/-EKEYREVOKED, or -errno.
  * An all-zero block (or an unallocated range of the backing file) in a

@@ -99,6 +99,14 @@ int rkfs_rename_durable(int dirfd, const char *from, int dirfd2,
 			const char *to, unsigned flags)
 	__attribute__((warn_unused_result));
 
+/*
+ * Rename dirfd/from over dirfd/to without the directory fsync: for a batch
+ * of renames in one directory that the caller makes durable together with
+ * one fsync of dirfd afterwards.  Returns 0 or -errno.
+ */
+int rkfs_rename_nosync(int dirfd, const char *from, const char *to)
+	__attribute__((warn_unused_result, nonnull(2, 3)));
+
 /* Split path into a newly allocated directory part and its last component.
  * "a/b/c" -> "a/b", "c"; "c" -> ".", "c".  Returns 0 or -ENOMEM. */
 int rkfs_path_split(char **dir, char **base, const char *path)

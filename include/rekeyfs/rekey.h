@@ -12,6 +12,14 @@
  *     engine takes LOCK_EX|LOCK_NB on a file before touching it; a file
  *     that is open in a mount is busy, retried until the wait runs out, and
  *     reported.
+ *   - Speed: a large file is split into slices rewritten by several
+ *     threads at once; small files of one directory go in batches: each
+ *     is locked, rewritten into its temp and unlocked, the batch's temps
+ *     are made durable together (one syncfs), then each file is locked
+ *     again, checked to be unchanged (inode, size, ctime and a hash of its
+ *     ciphertext), and renamed as below without a directory fsync; one
+ *     fsync of the directory ends the batch.  No file lock is held across
+ *     the batch's syncfs, so a mount opening a file never waits for it.
  *   - A file with one link is rewritten into a hidden temp file in its own
  *     directory (decrypting and authenticating every block first; holes
  *     stay holes), fsynced, given the old file's owner, mode, xattrs and
@@ -100,6 +108,7 @@ struct rkfs_rekey_opts {
 	uint32_t list_generation;
 	struct rkfs_rekey_progress *progress; /* may be NULL */
 	volatile sig_atomic_t *stop;	      /* set: stop after in-flight */
+	uint64_t max_rate; /* bytes rewritten per second at most; 0: no cap */
 };
 
 /* Files and plaintext bytes on one generation (0 = no header yet). */

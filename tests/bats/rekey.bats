@@ -414,3 +414,47 @@ assert d["exit_status"] == 2 and "another rekeyfs-rekey" in d["error"], d
 	[ "$(rk_header_gen "$BACK/x")" = 2 ]
 	[ "$(cat "$MNT/x")" = x ]
 }
+
+@test "rekey: a large file split across threads and a batch of small files read back; --max-rate caps the rate; throughput is reported" {
+	rk_keyring "$KR" "" 1
+	rk_mount
+	head -c $((20 * 1024 * 1024 + 4097)) /dev/urandom >"$MNT/large"
+	truncate -s 40M "$MNT/sparse-large"
+	printf 'mid' | dd of="$MNT/sparse-large" bs=1 seek=$((17 * 1024 * 1024)) conv=notrunc status=none
+	mkdir "$MNT/many"
+	local i
+	for i in $(seq 1 300); do
+		head -c $((i * 37)) /dev/urandom >"$MNT/many/f$i"
+	done
+	local want
+	want=$(cd "$MNT" && find . -type f -exec sha256sum {} + | sort -k2)
+	rk_add_gen 2
+	rk_reload_to 2
+	run "$REKEYFS_REKEY" --keyring "$KR" --jobs 2 --json -q "$BACK"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[ "$(echo "$output" | json_get 'd["migrated"]')" = 302 ]
+	[ "$(echo "$output" | json_get 'd["files_per_second"] > 0')" = True ]
+	[ "$(echo "$output" | json_get 'd["bytes_per_second"] > 0')" = True ]
+	all_headers_on 2
+	[ "$(cd "$MNT" && find . -type f -exec sha256sum {} + | sort -k2)" = "$want" ]
+	[ "$(stat -c %b "$BACK/sparse-large")" -lt 4096 ]
+	[ -z "$(find "$BACK" -name '.rekeyfs-tmp*')" ]
+	# 4 MiB at 2 MiB/s: two seconds at least (half a second of credit)
+	rk_add_gen 3
+	rk_reload_to 3
+	rm -rf "$MNT/many" "$MNT/large"
+	head -c $((4 * 1024 * 1024)) /dev/urandom >"$MNT/capped"
+	rk_add_gen 4
+	rk_reload_to 4
+	local t0 t1
+	t0=$(date +%s.%N)
+	run "$REKEYFS_REKEY" --keyring "$KR" --max-rate 2M -q "$BACK"
+	t1=$(date +%s.%N)
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"throughput:"* ]]
+	python3 -c "import sys; sys.exit(0 if $t1 - $t0 >= 1.4 else 1)"
+	run "$REKEYFS_REKEY" --keyring "$KR" --max-rate 0 "$BACK"
+	[ "$status" -eq 2 ]
+}

@@ -90,6 +90,79 @@ sums() {
 	[ "$(stat -c %b "$BACK/sparse")" -lt 2048 ]
 }
 
+@test "rekey crash: SIGKILL during batched small-file rewrites, with a writer in the mount, never loses a file" {
+	local rounds=12
+	[ -n "${REKEYFS_STRESS:-}" ] && rounds=60
+	rk_keyring "$KR" "" 1
+	rk_mount
+	local i d
+	for d in a b c; do
+		mkdir "$MNT/$d"
+		for i in $(seq 1 150); do
+			head -c $(((i * 131) % 9000 + 1)) /dev/urandom >"$MNT/$d/f$i"
+		done
+	done
+	for i in $(seq 1 8); do
+		printf 'w%s start\n' "$i" >"$MNT/b/w$i"
+	done
+	local want
+	want=$(cd "$MNT" && find . -type f ! -name 'w*' -exec sha256sum {} + | sort -k2)
+
+	local gen=1 killed=0 pid wpid delay n=0
+	for i in $(seq 1 "$rounds"); do
+		gen=$((gen + 1))
+		rk_add_gen "$gen"
+		rk_reload_to "$gen"
+		# the writer rewrites w1..w8 through the mount between the
+		# batch's staging and its renames; the last content written
+		# to each is in RK_TMP/wlog
+		rm -f "$RK_TMP/wstop"
+		(
+			while [ ! -e "$RK_TMP/wstop" ]; do
+				n=$((n + 1))
+				f=w$((n % 8 + 1))
+				printf '%s round %s write %s\n' "$f" "$i" "$n" >"$MNT/b/$f"
+				echo "$f $n" >>"$RK_TMP/wlog"
+			done
+		) &
+		wpid=$!
+		"$REKEYFS_REKEY" --keyring "$KR" --jobs 2 -q "$BACK" >/dev/null 2>&1 &
+		pid=$!
+		delay=$(printf '0.%03d' $((RANDOM % 400)))
+		sleep "$delay"
+		if kill -9 "$pid" 2>/dev/null; then
+			killed=$((killed + 1))
+		fi
+		wait "$pid" || true
+		touch "$RK_TMP/wstop"
+		wait "$wpid"
+		[ -z "$(find "$MNT" -name '.rekeyfs*')" ]
+		run "$REKEYFS_REKEY" --verify --json --keyring "$KR" -q "$BACK"
+		if [ "$status" -ne 0 ]; then
+			echo "round $i (after ${delay}s): verify failed" >&2
+			echo "$output" >&2
+			return 1
+		fi
+		[ "$(cd "$MNT" && find . -type f ! -name 'w*' -exec sha256sum {} + | sort -k2)" = "$want" ]
+		# every writer file holds the last write that returned
+		local f last
+		for f in w1 w2 w3 w4 w5 w6 w7 w8; do
+			last=$(awk -v f="$f" '$1 == f {n = $2} END {print n}' "$RK_TMP/wlog")
+			[ -z "$last" ] || [ "$(cat "$MNT/b/$f")" = "$f round $i write $last" ]
+		done
+		: >"$RK_TMP/wlog"
+		[ -z "$(find "$BACK" -name '.rekeyfs-tmp*')" ]
+	done
+	echo "# killed $killed of $rounds batched runs mid-way" >&3
+	[ "$killed" -ge $((rounds / 4)) ]
+	run "$REKEYFS_REKEY" --keyring "$KR" --json -q "$BACK"
+	[ "$status" -eq 0 ]
+	while IFS= read -r -d '' f; do
+		[ "$(rk_header_gen "$f")" = "$gen" ]
+	done < <(find "$BACK" -type f ! -name '.rekeyfs*' -print0)
+	[ "$(cd "$MNT" && find . -type f ! -name 'w*' -exec sha256sum {} + | sort -k2)" = "$want" ]
+}
+
 @test "rekey crash: a version 1 intent of an older build is refused with how to finish by hand" {
 	rk_keyring "$KR" "" 1
 	rk_mount
