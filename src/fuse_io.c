@@ -118,6 +118,32 @@ static bool logged_seen(const struct node *n, int err, uint64_t what)
  * generations become EIO with one log line per file and cause.  Called
  * with the node locked.
  */
+/*
+ * A name for the log: names come from users, so control characters and
+ * backslashes are written as \ooo (a newline in a name cannot forge a
+ * log line).  Takes and returns malloc'd strings.
+ */
+static char *log_name(char *raw)
+{
+	char *out, *p;
+
+	if (raw == NULL)
+		return NULL;
+	out = malloc(strlen(raw) * 4 + 1);
+	if (out) {
+		p = out;
+		for (const unsigned char *c = (unsigned char *)raw; *c; c++) {
+			if (*c < 0x20 || *c == 0x7f || *c == '\\')
+				p += snprintf(p, 5, "\\%03o", *c);
+			else
+				*p++ = (char)*c;
+		}
+		*p = '\0';
+	}
+	free(raw);
+	return out;
+}
+
 static int report(struct node *n, int err, uint64_t bad)
 {
 	char *path;
@@ -141,7 +167,7 @@ static int report(struct node *n, int err, uint64_t bad)
 	pthread_mutex_unlock(&log_mu);
 	if (!log)
 		return -EIO;
-	path = node_path(n);
+	path = log_name(node_path(n));
 	name = path ? path : "(unlinked file)";
 	if (err == -EBADMSG && bad == UINT64_MAX)
 		rkfs_log(LOG_ERR, "%s: header or size is invalid", name);

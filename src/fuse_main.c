@@ -448,7 +448,7 @@ static int parse_args(struct opts *o, int argc, char **argv)
 		ret = -EINVAL;
 	fuse_opt_free_args(&args);
 	if (ret < 0 && !o->help)
-		fputs("Try 'rekeyfs --help' for more information.\n", stderr);
+		fputs("Try 'rekeyfs --help'.\n", stderr);
 	return ret;
 }
 

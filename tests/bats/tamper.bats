@@ -282,3 +282,18 @@ tamper_setup() {
 	rk_unmount
 	[ "$(sha256sum <"$BACK/victim")" = "$before" ]
 }
+
+@test "tamper: a name with a newline cannot forge a log line" {
+	rk_keyring "$KR" "" 1
+	rk_mount
+	local name
+	name=$(printf 'evil\nrekeyfs: forged line')
+	head -c 10000 /dev/urandom >"$MNT/$name"
+	rk_unmount
+	flip_byte "$BACK/$name" $(($(boff 1) + 100))
+	rk_mount
+	run cat "$MNT/$name"
+	[ "$status" -ne 0 ]
+	grep -qF 'evil\012rekeyfs: forged line: block 1 fails authentication' "$LOG"
+	! grep -q '^rekeyfs: forged line' "$LOG"
+}
