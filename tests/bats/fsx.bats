@@ -159,7 +159,7 @@ fsx_mount_run() {
 	for i in $(seq 1 40); do
 		kill -0 "$fsx_pid" 2>/dev/null || break
 		rc=0
-		"$REKEYFS_REKEY" -q --keyring "$KR" "$BACK" \
+		"$REKEYFS_REKEY" --keyring "$KR" "$BACK" \
 			>>"$RK_TMP/rekey.out" 2>&1 || rc=$?
 		[ "$rc" -le 1 ] || {
 			cat "$RK_TMP/rekey.out"

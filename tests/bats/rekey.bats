@@ -449,7 +449,7 @@ assert d["exit_status"] == 2 and "another rekeyfs-rekey" in d["error"], d
 	rk_reload_to 4
 	local t0 t1
 	t0=$(date +%s.%N)
-	run "$REKEYFS_REKEY" --keyring "$KR" --max-rate 2M -q "$BACK"
+	run "$REKEYFS_REKEY" --keyring "$KR" --max-rate 2M "$BACK"
 	t1=$(date +%s.%N)
 	echo "$output"
 	[ "$status" -eq 0 ]
