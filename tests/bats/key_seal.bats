@@ -118,7 +118,7 @@ plain_keys() {
 	for edit in 's/^primary = 1$/primary = 2/' \
 		'0,/^state = enabled$/s//state = disabled/' \
 		'/^created = /{y/0123456789/1234567890/}' \
-		'/^check = /{s/^check = ./check = 0/}' \
+		'/^check = /{s/^check = 0/check = 1/;t;s/^check = ./check = 0/}' \
 		'/^kdf_ops = /s/1/2/'; do
 		cp -p "$RK_TMP/orig" "$KR"
 		sed -i "$edit" "$KR"
