@@ -235,6 +235,8 @@ setup_target() {
 			printf '[keyring]\nprimary = 1\n\n[generation 1]\nstate = enabled\ncreated = %s\nkey = base64:%s\n' \
 				"$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(head -c 32 /dev/urandom | base64 -w0)" >"$kr"
 		)
+		[ -e "$back/.rekeyfs.conf" ] ||
+			"$BUILD/rekeyfs" --init --keyring "$kr" "$back" >>"$log" 2>&1 || return 1
 		start_daemon "$mnt" "$log" "$BUILD/rekeyfs" -f --keyring "$kr" "$back" "$mnt" || return 1
 		;;
 	gocryptfs)
