@@ -201,8 +201,13 @@ int rkfs_file_load(struct rkfs_file *f, int fd, const struct rkfs_keyring *kr)
 	memset(f, 0, sizeof(*f));
 	if (fstat(fd, &st) < 0)
 		return -errno;
+	/* A size no valid file has, past the header, is a tail torn by a
+	 * crash: the whole blocks before it still read (rkfs_file_verify()
+	 * reports it). */
 	ret = rkfs_size_to_plain(&f->size, (uint64_t)st.st_size);
-	if (ret < 0)
+	if (ret < 0 && st.st_size > RKFS_HEADER_LEN)
+		f->size = rkfs_file_stat_size((uint64_t)st.st_size);
+	else if (ret < 0)
 		return ret;
 	f->dense = st.st_size == 0 || lseek(fd, 0, SEEK_HOLE) >= st.st_size;
 	if (st.st_size == 0)
@@ -273,14 +278,16 @@ int rkfs_file_init_empty(struct rkfs_file *f, int fd,
 /*
  * Decrypt block i of a file whose plaintext size is plain into out (which
  * receives the block's plaintext length, returned in *len).  Holes read as
- * zeros.  Used for read-modify-write of partial blocks.
+ * zeros.  Used for read-modify-write of partial blocks.  Only the first
+ * need bytes must authenticate: a block left by a crash that gives at
+ * least that many is accepted, the rest of out zeroed.
  */
-static int read_block(const struct rkfs_file *f, int fd, uint64_t i,
-		      uint64_t plain, uint8_t *out, size_t *len,
-		      uint64_t *bad_block)
+static int read_block_need(const struct rkfs_file *f, int fd, uint64_t i,
+			   uint64_t plain, uint8_t *out, size_t *len,
+			   size_t need, uint64_t *bad_block)
 {
 	uint8_t cb[RKFS_CBLOCK_SIZE];
-	size_t cl = cblock_len(plain, i);
+	size_t cl = cblock_len(plain, i), sl;
 	int final = i == final_index(plain);
 	ssize_t n;
 
@@ -297,12 +304,30 @@ static int read_block(const struct rkfs_file *f, int fd, uint64_t i,
 		memset(out, 0, *len);
 		return 0;
 	}
-	if (rkfs_block_open(out, cb, cl, i, final, &f->hdr, f->key) < 0) {
-		if (bad_block)
-			*bad_block = i;
-		return -EBADMSG;
+	if (rkfs_block_open(out, cb, cl, i, final, &f->hdr, f->key) == 0)
+		return 0;
+	/* a block left by a crash (see rkfs_file_read()) serves a caller
+	 * that needs only its own bytes */
+	if (rkfs_block_open_short(out, &sl, cb, cl, rkfs_block_offset(i), i,
+				  final ? *len - 1 : RKFS_BLOCK_SIZE, &f->hdr,
+				  f->key) == 0 &&
+	    sl >= need) {
+		memset(out + sl, 0, *len - sl);
+		return 0;
 	}
-	return 0;
+	if (bad_block)
+		*bad_block = i;
+	return -EBADMSG;
+}
+
+/* The whole block: see read_block_need(). */
+static int read_block(const struct rkfs_file *f, int fd, uint64_t i,
+		      uint64_t plain, uint8_t *out, size_t *len,
+		      uint64_t *bad_block)
+{
+	return read_block_need(f, fd, i, plain, out, len,
+			       cblock_len(plain, i) - RKFS_BLOCK_OVERHEAD,
+			       bad_block);
 }
 
 /*
@@ -414,6 +439,7 @@ ssize_t rkfs_file_read(struct rkfs_file *f, int fd, void *buf, size_t len,
 		uint64_t to = off + len < bstart + pl ? off + len : bstart + pl;
 		uint8_t *dst = out + (from - off);
 		int final = i == flast;
+		size_t sl;
 
 		if (!final && rkfs_is_zero(cb, cl)) {
 			memset(dst, 0, (size_t)(to - from));
@@ -421,16 +447,23 @@ ssize_t rkfs_file_read(struct rkfs_file *f, int fd, void *buf, size_t len,
 		}
 		if (to - from == pl) {
 			if (rkfs_block_open(dst, cb, cl, i, final, &f->hdr,
-					    f->key) < 0)
-				goto bad;
-		} else {
-			if (rkfs_block_open(s->block, cb, cl, i, final, &f->hdr,
-					    f->key) < 0)
-				goto bad;
+					    f->key) == 0)
+				continue;
+		} else if (rkfs_block_open(s->block, cb, cl, i, final, &f->hdr,
+					   f->key) == 0) {
 			memcpy(dst, s->block + (from - bstart), (size_t)(to - from));
+			continue;
 		}
-		continue;
-bad:
+		/* left by a crash: an older final version of the block
+		 * gives its own bytes; the rest of it stays unreadable */
+		if (rkfs_block_open_short(s->block, &sl, cb, cl,
+					  rkfs_block_offset(i), i,
+					  final ? pl - 1 : RKFS_BLOCK_SIZE,
+					  &f->hdr, f->key) == 0 &&
+		    to - bstart <= sl) {
+			memcpy(dst, s->block + (from - bstart), (size_t)(to - from));
+			continue;
+		}
 		if (bad_block)
 			*bad_block = i;
 		return -EBADMSG;
@@ -459,6 +492,28 @@ static int reseal_old_final(const struct rkfs_file *f, int fd,
 out:
 	sodium_memzero(pb, sizeof(pb));
 	return ret;
+}
+
+uint64_t rkfs_file_sync_begin(const struct rkfs_file *f)
+{
+	return __atomic_load_n(&f->final_seq, __ATOMIC_ACQUIRE);
+}
+
+void rkfs_file_sync_done(struct rkfs_file *f, uint64_t token)
+{
+	uint64_t cur = __atomic_load_n(&f->synced_seq, __ATOMIC_RELAXED);
+
+	while (cur < token &&
+	       !__atomic_compare_exchange_n(&f->synced_seq, &cur, token, false,
+					    __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+		;
+}
+
+/* May the final block be on disk already, written before the last sync? */
+static bool final_durable(const struct rkfs_file *f)
+{
+	return __atomic_load_n(&f->synced_seq, __ATOMIC_ACQUIRE) ==
+	       f->final_seq;
 }
 
 int rkfs_file_reserve(int fd, uint64_t off, uint64_t len)
@@ -667,6 +722,19 @@ static ssize_t write_range(struct rkfs_file *f, int fd, const void *buf,
 			ret = -EIO;
 		goto out;
 	}
+	/*
+	 * A durable old final block is re-sealed only once the new blocks
+	 * and the new size are on disk: before that, a crash could leave it
+	 * re-sealed at the end of the old size, unreadable (a non-final
+	 * block at the end is what a truncation looks like).  A block
+	 * written since the last sync is not durable and needs no barrier.
+	 */
+	if (reseal && final_durable(f) && fdatasync(fd) < 0) {
+		ret = -errno;
+		if (ftruncate(fd, (off_t)rkfs_size_to_cipher(w.plain)) < 0)
+			ret = -EIO;
+		goto out;
+	}
 	if (reseal) {
 		ret = reseal_old_final(f, fd, w.plain, bad_block);
 		if (ret < 0) {
@@ -677,6 +745,8 @@ static ssize_t write_range(struct rkfs_file *f, int fd, const void *buf,
 	}
 	if (rkfs_write_leaves_hole(w.plain, off))
 		f->dense = false;
+	if (grows || last >= final_index(w.plain))
+		__atomic_add_fetch(&f->final_seq, 1, __ATOMIC_RELEASE);
 	f->size = w.nplain;
 out:
 	if (h)
@@ -703,7 +773,7 @@ int rkfs_file_truncate(struct rkfs_file *f, int fd, uint64_t size,
 		       const struct rkfs_keyring *kr, uint64_t *bad_block)
 {
 	uint8_t pb[RKFS_BLOCK_SIZE], cb[RKFS_CBLOCK_SIZE];
-	uint64_t plain = f->size, i;
+	uint64_t plain = f->size, i, clen;
 	size_t olen, nlen;
 	ssize_t w;
 	int ret;
@@ -739,7 +809,7 @@ int rkfs_file_truncate(struct rkfs_file *f, int fd, uint64_t size,
 		return f->key_err ? f->key_err : -ENOKEY;
 	i = final_index(size);
 	nlen = (size_t)(size - i * RKFS_BLOCK_SIZE);
-	ret = read_block(f, fd, i, plain, pb, &olen, bad_block);
+	ret = read_block_need(f, fd, i, plain, pb, &olen, nlen, bad_block);
 	if (ret < 0)
 		goto out;
 	/* The new final block goes over the old block i (a hole needs space:
@@ -751,9 +821,23 @@ int rkfs_file_truncate(struct rkfs_file *f, int fd, uint64_t size,
 		ret = -errno;
 		goto out;
 	}
+	/*
+	 * Crash safety: the rest of the slot (up to the old end) is zeroed
+	 * in the same write, so that until the cut below, the new final
+	 * block is found by its end (rkfs_block_open_short()) and the data
+	 * it keeps reads; the barrier keeps the cut from reaching the disk
+	 * before the new final block does, which would leave the old block
+	 * at the new end, where it does not authenticate.
+	 */
 	rkfs_block_seal(cb, pb, nlen, i, 1, &f->hdr, f->key);
-	ret = rkfs_pwrite_full(fd, cb, nlen + RKFS_BLOCK_OVERHEAD,
-			       (off_t)rkfs_block_offset(i));
+	clen = rkfs_size_to_cipher(plain) - rkfs_block_offset(i);
+	if (clen > RKFS_CBLOCK_SIZE)
+		clen = RKFS_CBLOCK_SIZE;
+	memset(cb + nlen + RKFS_BLOCK_OVERHEAD, 0,
+	       clen - nlen - RKFS_BLOCK_OVERHEAD);
+	ret = rkfs_pwrite_full(fd, cb, clen, (off_t)rkfs_block_offset(i));
+	if (ret == 0 && fdatasync(fd) < 0)
+		ret = -errno;
 	if (ret == 0 &&
 	    ftruncate(fd, (off_t)rkfs_size_to_cipher(size)) < 0)
 		ret = -errno;
@@ -861,6 +945,16 @@ static int emit_nothing(void *arg, uint64_t index, const uint8_t *plain,
 
 int rkfs_file_verify(struct rkfs_file *f, int fd, uint64_t *bad_block)
 {
+	struct stat st;
+	uint64_t plain;
+
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (rkfs_size_to_plain(&plain, (uint64_t)st.st_size) < 0) {
+		if (bad_block)
+			*bad_block = rkfs_block_count(f->size);
+		return -EBADMSG;
+	}
 	return walk_blocks(f, fd, emit_nothing, NULL, bad_block);
 }
 

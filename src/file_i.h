@@ -25,6 +25,20 @@
  */
 int rkfs_file_reserve(int fd, uint64_t off, uint64_t len);
 
+/*
+ * Block i failed to authenticate as the file size says it should: try it
+ * as a final block of at most maxlen bytes that ends before the rest of
+ * its slot (the argument is in rekeyfs/format.h, "Crashes").  cb holds the
+ * first avail bytes of the slot, which starts at backing offset coff.
+ * Returns 0 with the block's plaintext in plain and its length in *len
+ * (1..maxlen), or -EBADMSG (*len 0).  At most a few dozen tries.
+ */
+int rkfs_block_open_short(uint8_t *plain, size_t *len, const uint8_t *cb,
+			  size_t avail, uint64_t coff, uint64_t i,
+			  size_t maxlen, const struct rkfs_header *h,
+			  const unsigned char *key)
+	__attribute__((warn_unused_result, nonnull));
+
 struct rkfs_helper;
 
 /* An idle helper of s, now the caller's; NULL if s is NULL or all busy. */

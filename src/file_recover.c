@@ -1,0 +1,70 @@
+/*
+ * Blocks left behind by a crash: a block that does not authenticate as
+ * what the file size says may still be an older *final* version of
+ * itself, shorter than its slot (see "Crashes" in rekeyfs/format.h).
+ */
+#include "file_i.h"
+
+#include <errno.h>
+#include <stdint.h>
+
+#include "rekeyfs/crypt.h"
+#include "rekeyfs/format.h"
+
+#define PAGE 4096
+/*
+ * Zero bytes a tag may end with and still be found: the search starts at
+ * the last non-zero byte, so a tag ending in more than TAG_ZEROS zero
+ * bytes (probability 2^-64) is not found and its block stays unreadable.
+ */
+#define TAG_ZEROS 7
+
+static int try_end(uint8_t *plain, const uint8_t *cb, size_t e, uint64_t i,
+		   size_t maxlen, const struct rkfs_header *h,
+		   const unsigned char *key)
+{
+	if (e <= RKFS_BLOCK_OVERHEAD || e - RKFS_BLOCK_OVERHEAD > maxlen)
+		return -EBADMSG;
+	return rkfs_block_open(plain, cb, e, i, 1, h, key);
+}
+
+int rkfs_block_open_short(uint8_t *plain, size_t *len, const uint8_t *cb,
+			  size_t avail, uint64_t coff, uint64_t i,
+			  size_t maxlen, const struct rkfs_header *h,
+			  const unsigned char *key)
+{
+	size_t tried_lo = 0, tried_hi = 0; /* ends [lo, hi) tried already */
+	size_t b, z, e;
+
+	*len = 0;
+	if (avail > RKFS_CBLOCK_SIZE)
+		avail = RKFS_CBLOCK_SIZE;
+	if (maxlen > RKFS_BLOCK_SIZE)
+		maxlen = RKFS_BLOCK_SIZE;
+	/*
+	 * The old block ends at some e; what follows it in its page is
+	 * zero (it was the end of the file), so e lies just after the last
+	 * non-zero byte before one of the page boundaries inside the slot
+	 * (or before the slot's end): later pages may hold anything.
+	 */
+	b = (size_t)(PAGE - coff % PAGE);
+	for (;; b += PAGE) {
+		if (b > avail)
+			b = avail;
+		for (z = b; z > 0 && cb[z - 1] == 0; z--)
+			;
+		for (e = z; e <= z + TAG_ZEROS && e <= b; e++) {
+			if (e >= tried_lo && e < tried_hi)
+				continue;
+			if (try_end(plain, cb, e, i, maxlen, h, key) == 0) {
+				*len = e - RKFS_BLOCK_OVERHEAD;
+				return 0;
+			}
+		}
+		tried_lo = z;
+		tried_hi = e;
+		if (b == avail)
+			break;
+	}
+	return -EBADMSG;
+}
