@@ -33,6 +33,56 @@
  *
  * Per-file key: BLAKE2b-256(key = generation key,
  *                           "rekeyfs v1 content" || file id).
+ *
+ * Crashes.  After a power loss, any subset of the 4 KiB pages written since
+ * the last fsync may be on disk, and the size may be the old one, the new
+ * one, or (for a file that grew) a page boundary in between.  Blocks are
+ * sealed in place, so the rules below keep every byte that was durable
+ * before the crash readable, except for the one exposure at the end.
+ *
+ * - Reading.  A block that does not authenticate as the size says it must
+ *   (non-final and 4096 bytes, or final of the implied length) is tried as
+ *   a *final* block of the same index that ends earlier in its slot: the
+ *   block that was the end of the file before an append or extension whose
+ *   re-seal never reached the disk, or before the size grew past it.  What
+ *   follows it in its page was past the end of the file (zeros); later
+ *   pages of the slot may hold part of the unfinished re-seal.  So its end
+ *   lies just after the last non-zero byte before one of the slot's page
+ *   boundaries (allowing for a tag that ends in up to 7 zero bytes): a few
+ *   dozen tries, made only for a block that failed.  Such a block gives its
+ *   own bytes; the rest of it reads as EIO, never as zeros.  Verify still
+ *   reports it, and `rekeyfs-rekey --verify --repair` completes or cuts it.
+ * - A torn tail.  A size no valid file has (1..40 bytes into a slot) does
+ *   not fail the load: the whole blocks before it read, the tail is EIO,
+ *   stat shows the plaintext of the whole blocks.  A size that implies a
+ *   last block the disk does not hold reads as EIO from that block on.
+ * - Appending or extending past a final block that may be durable (not
+ *   written since the last sync) writes the new blocks, fdatasyncs, and
+ *   only then re-seals the old final block as non-final: the disk must
+ *   never hold the re-sealed block at the end of the old size, which is
+ *   exactly what a truncation looks like and reads as EIO.
+ * - Truncating down writes the new final block with the rest of its slot
+ *   zeroed (so that until the cut it is found as above), fdatasyncs, then
+ *   cuts; the cut can never reach the disk before the new final block.
+ *
+ * An attacker gains nothing: a block accepted by the rule above
+ * authenticated under the file key, with its own index and the final
+ * flag, so it is a version of that block this very file once had as its
+ * last one.  Showing it is the rollback of one block, which the format
+ * already accepts (any older version of a block authenticates).  The bytes
+ * after it are EIO, not data; and the end of the file is still checked:
+ * the last block must authenticate as final, so a file cut at a block
+ * boundary still reads as EIO there, and a file grown by anyone but the
+ * file layer has an EIO tail.
+ *
+ * The exposure: a block re-sealed in place (partly overwritten, appended
+ * to inside its slot, re-sealed as non-final when the file grows past it,
+ * or as final by a truncate) is one 4136-byte write straddling two or
+ * three pages; a crash that keeps some of those pages but not the others,
+ * or the block but not the size it needs, leaves neither version, and the
+ * block's unchanged bytes are lost (EIO) with its new ones.  Closing it
+ * needs a journal or copy-on-write with a barrier before every in-place
+ * re-seal (gocryptfs has the same exposure).
  */
 #ifndef RKFS_FORMAT_H
 #define RKFS_FORMAT_H
