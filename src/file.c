@@ -311,7 +311,7 @@ static int read_block_need(const struct rkfs_file *f, int fd, uint64_t i,
 	if (rkfs_block_open_short(out, &sl, cb, cl, rkfs_block_offset(i), i,
 				  final ? *len - 1 : RKFS_BLOCK_SIZE, &f->hdr,
 				  f->key) == 0 &&
-	    sl >= need) {
+	    (sl >= need || (!final && rkfs_file_grew_past(f, fd, i)))) {
 		memset(out + sl, 0, *len - sl);
 		return 0;
 	}
@@ -460,7 +460,9 @@ ssize_t rkfs_file_read(struct rkfs_file *f, int fd, void *buf, size_t len,
 					  rkfs_block_offset(i), i,
 					  final ? pl - 1 : RKFS_BLOCK_SIZE,
 					  &f->hdr, f->key) == 0 &&
-		    to - bstart <= sl) {
+		    (to - bstart <= sl ||
+		     (!final && rkfs_file_grew_past(f, fd, i)))) {
+			memset(s->block + sl, 0, pl - sl);
 			memcpy(dst, s->block + (from - bstart), (size_t)(to - from));
 			continue;
 		}

@@ -6,6 +6,7 @@
 #ifndef RKFS_FILE_I_H
 #define RKFS_FILE_I_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "rekeyfs/file.h"
@@ -38,6 +39,16 @@ int rkfs_block_open_short(uint8_t *plain, size_t *len, const uint8_t *cb,
 			  size_t maxlen, const struct rkfs_header *h,
 			  const unsigned char *key)
 	__attribute__((warn_unused_result, nonnull));
+
+/*
+ * For a non-final block i that gave only a shorter final version of
+ * itself: does a later block authenticate as itself (the next one, or the
+ * last one when the next is a hole)?  Then the file really grew past it
+ * and the rest of block i reads as the zeros its re-seal would have
+ * written; otherwise the rest stays unreadable.  f loaded, shared access.
+ */
+bool rkfs_file_grew_past(const struct rkfs_file *f, int fd, uint64_t i)
+	__attribute__((nonnull));
 
 struct rkfs_helper;
 

@@ -8,8 +8,11 @@
 #include <errno.h>
 #include <stdint.h>
 
+#include <sodium.h>
+
 #include "rekeyfs/crypt.h"
 #include "rekeyfs/format.h"
+#include "rekeyfs/fsio.h"
 
 #define PAGE 4096
 /*
@@ -67,4 +70,37 @@ int rkfs_block_open_short(uint8_t *plain, size_t *len, const uint8_t *cb,
 			break;
 	}
 	return -EBADMSG;
+}
+
+/*
+ * The file really grew past block i if a later block authenticates as
+ * itself: the next one, or the last one if the next is a hole.  Only a
+ * holder of the key can have written it after block i stopped being final.
+ */
+bool rkfs_file_grew_past(const struct rkfs_file *f, int fd, uint64_t i)
+{
+	uint8_t cb[RKFS_CBLOCK_SIZE], pb[RKFS_BLOCK_SIZE];
+	uint64_t flast, j;
+	size_t cl;
+	ssize_t n;
+	bool ok = false;
+
+	if (f->size == 0 || f->key == NULL)
+		return false;
+	flast = (f->size - 1) / RKFS_BLOCK_SIZE;
+	for (j = i + 1; j <= flast; j = flast) {
+		cl = j < flast ? RKFS_CBLOCK_SIZE
+			       : (size_t)(f->size - flast * RKFS_BLOCK_SIZE) +
+					 RKFS_BLOCK_OVERHEAD;
+		n = rkfs_pread_full(fd, cb, cl, (off_t)rkfs_block_offset(j));
+		if (n != (ssize_t)cl)
+			break;
+		if (j < flast && rkfs_is_zero(cb, cl))
+			continue;
+		ok = rkfs_block_open(pb, cb, cl, j, j == flast, &f->hdr,
+				     f->key) == 0;
+		break;
+	}
+	sodium_memzero(pb, sizeof(pb));
+	return ok;
 }

@@ -24,6 +24,7 @@
 #include "rekeyfs/fsio.h"
 #include "rekeyfs/intent.h"
 #include "rekeyfs/meta.h"
+#include "rekeyfs/repair.h"
 
 #define COPY_CHUNK (1u << 20)
 #define DIR_LOCK_TIMEOUT 5.0 /* seconds before a directory counts as busy */
@@ -37,6 +38,7 @@ enum outcome {
 	R_BUSY,
 	R_FAILED,
 	R_SKIPPED,
+	R_REPAIRED,
 };
 
 enum hdr_state { H_OK = 0, H_NONE, H_BAD };
@@ -268,6 +270,7 @@ void rkfs_rekey_report_free(struct rkfs_rekey_report *rep)
 	list_free(&rep->failed);
 	list_free(&rep->busy);
 	list_free(&rep->skipped);
+	list_free(&rep->repaired);
 	list_free(&rep->listed);
 	free(rep->before);
 	free(rep->after);
@@ -278,6 +281,7 @@ void rkfs_rekey_report_free(struct rkfs_rekey_report *rep)
 bool rkfs_rekey_partial(const struct rkfs_rekey_report *rep)
 {
 	return rep->failed.count || rep->busy.count || rep->interrupted ||
+	       rep->repaired.count ||
 	       (rep->mode == RKFS_REKEY_REWRITE && rep->remaining);
 }
 
@@ -1080,11 +1084,31 @@ discard:
 	return it->result;
 }
 
+/* A file that failed verify, under its LOCK_EX: repair what a crash left. */
+static void repair_item(struct ctx *c, struct item *it, int fd, char *why)
+{
+	struct rkfs_repair_result res;
+	int ret = rkfs_repair_file(&res, fd, c->kr, true);
+
+	if (ret < 0)
+		set_result(it, R_FAILED,
+			   xasprintf("%s; repair failed (run again): %s", why,
+				     strerror(-ret)));
+	else if (res.action == RKFS_REPAIR_REPAIRED)
+		set_result(it, R_REPAIRED, xasprintf("%s", res.msg));
+	else if (res.action == RKFS_REPAIR_REFUSED)
+		set_result(it, R_FAILED,
+			   xasprintf("%s; not repaired: %s", why, res.msg));
+	else
+		set_result(it, R_VERIFIED, NULL);
+	free(why);
+}
+
 /* Open, lock and re-check one file, then rewrite or verify it. */
 static void process_item(struct ctx *c, struct item *it, struct dcache *dc)
 {
 	const char *base = it->path + it->base_off;
-	bool rdwr = false;
+	bool rdwr = c->o->repair;
 	struct rkfs_file f;
 	struct stat st;
 	int dfd, fd = -1, ret, attempt;
@@ -1164,7 +1188,9 @@ static void process_item(struct ctx *c, struct item *it, struct dcache *dc)
 				   key_reason(c, f.hdr.generation, f.key_err));
 		} else {
 			ret = rkfs_file_verify(&f, fd, &bad);
-			if (ret < 0)
+			if (ret == -EBADMSG && c->o->repair)
+				repair_item(c, it, fd, auth_reason(ret, bad));
+			else if (ret < 0)
 				set_result(it, R_FAILED, auth_reason(ret, bad));
 			else
 				set_result(it, R_VERIFIED, NULL);
@@ -2018,6 +2044,9 @@ static int record(struct ctx *c, struct scan *s)
 			break;
 		case R_SKIPPED:
 			ret = list_add(&rep->skipped, it->path, it->reason);
+			break;
+		case R_REPAIRED:
+			ret = list_add(&rep->repaired, it->path, it->reason);
 			break;
 		case R_NONE:
 			break;

@@ -47,6 +47,11 @@ static const char usage_text[] =
 "  -n, --dry-run          list what would be rewritten; write nothing\n"
 "      --verify           authenticate every block of every file; rewrite\n"
 "                         nothing (an fsck)\n"
+"      --repair           with --verify: repair what a crash left (an\n"
+"                         unreadable tail is cut after the last block that\n"
+"                         authenticates; an interrupted append is completed\n"
+"                         with zeros), reporting exactly what was lost; files\n"
+"                         with bad blocks in the middle are left alone\n"
 "\n"
 "Options:\n"
 "  -k, --keyring FILE     the keyring (its primary is the target generation)\n"
@@ -87,7 +92,8 @@ static const char usage_text[] =
 "Exit status:\n"
 "  0  done: every file is on the primary (--verify: every file is intact)\n"
 "  1  partial: some files were busy, failed, or the run was interrupted\n"
-"     (--verify: some files failed; --dry-run/--status: never)\n"
+"     (--verify: some files failed or were repaired;\n"
+"     --dry-run/--status: never)\n"
 "  2  usage error, unusable or wrong keyring, not a rekeyfs tree, or\n"
 "     another rekeyfs-rekey holds the lock\n";
 
@@ -310,6 +316,8 @@ static void print_json(const struct rkfs_rekey_report *r, const char *backing,
 	json_list(f, "failed_files", &r->failed, true);
 	json_list(f, "busy_files", &r->busy, true);
 	json_list(f, "skipped_files", &r->skipped, true);
+	if (r->mode == RKFS_REKEY_VERIFY)
+		json_list(f, "repaired_files", &r->repaired, true);
 	if (r->mode == RKFS_REKEY_DRY_RUN)
 		json_list(f, "would_rewrite_files", &r->listed, true);
 	if (r->mode == RKFS_REKEY_STATUS)
@@ -414,6 +422,8 @@ static void print_text(const struct rkfs_rekey_report *r, const char *backing,
 	fprintf(f, "failed:          %zu\n", r->failed.count);
 	if (r->skipped.count)
 		fprintf(f, "skipped:         %zu\n", r->skipped.count);
+	if (r->repaired.count)
+		fprintf(f, "repaired:        %zu\n", r->repaired.count);
 	if (r->temps_removed || r->resumed)
 		fprintf(f, "leftovers:       %" PRIu64 " temp files removed, %"
 			   PRIu64 " interrupted rewrites finished\n",
@@ -433,6 +443,7 @@ static void print_text(const struct rkfs_rekey_report *r, const char *backing,
 	text_list(f, "FAILED", &r->failed);
 	text_list(f, "BUSY", &r->busy);
 	text_list(f, "skipped", &r->skipped);
+	text_list(f, "REPAIRED", &r->repaired);
 }
 
 /* A fatal error: on stderr, and with --json also as a JSON object. */
@@ -529,6 +540,7 @@ int main(int argc, char **argv)
 		{ "generation", required_argument, NULL, 'G' },
 		{ "dry-run", no_argument, NULL, 'n' },
 		{ "verify", no_argument, NULL, 'v' },
+		{ "repair", no_argument, NULL, 'R' },
 		{ "json", no_argument, NULL, 'J' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
@@ -596,6 +608,9 @@ int main(int argc, char **argv)
 			o.mode = RKFS_REKEY_VERIFY;
 			nmodes++;
 			break;
+		case 'R':
+			o.repair = true;
+			break;
 		case 'J':
 			json = true;
 			break;
@@ -619,6 +634,8 @@ int main(int argc, char **argv)
 	if (nmodes > 1)
 		die_usage("%s", "--status, --dry-run and --verify exclude each "
 				"other");
+	if (o.repair && o.mode != RKFS_REKEY_VERIFY)
+		die_usage("%s", "--repair only goes with --verify");
 	if (have_gen && o.mode != RKFS_REKEY_STATUS)
 		die_usage("%s", "--generation only goes with --status");
 	o.list = have_gen;

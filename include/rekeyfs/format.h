@@ -50,8 +50,13 @@
  *   lies just after the last non-zero byte before one of the slot's page
  *   boundaries (allowing for a tag that ends in up to 7 zero bytes): a few
  *   dozen tries, made only for a block that failed.  Such a block gives its
- *   own bytes; the rest of it reads as EIO, never as zeros.  Verify still
- *   reports it, and `rekeyfs-rekey --verify --repair` completes or cuts it.
+ *   own bytes.  The rest of it reads as the zeros its re-seal would have
+ *   written if a later block authenticates (the next one, or the last one
+ *   when the next is a hole): only a key holder can have written that
+ *   block, so the file did grow past this one.  Otherwise (and always for
+ *   the last block) the rest is EIO; the mount reads whole pages, so the
+ *   page holding both then fails too.  Verify still reports such a block,
+ *   and `rekeyfs-rekey --verify --repair` completes or cuts it.
  * - A torn tail.  A size no valid file has (1..40 bytes into a slot) does
  *   not fail the load: the whole blocks before it read, the tail is EIO,
  *   stat shows the plaintext of the whole blocks.  A size that implies a
@@ -69,8 +74,12 @@
  * authenticated under the file key, with its own index and the final
  * flag, so it is a version of that block this very file once had as its
  * last one.  Showing it is the rollback of one block, which the format
- * already accepts (any older version of a block authenticates).  The bytes
- * after it are EIO, not data; and the end of the file is still checked:
+ * already accepts (any older version of a block authenticates); the zeros
+ * after it are what the file held there when it grew past that version
+ * (or, after a crash, a write that never became durable).  Without a later
+ * block that authenticates, the bytes after it are EIO, not data, so
+ * growing a file without the key never shows zeros; and the end of the
+ * file is still checked:
  * the last block must authenticate as final, so a file cut at a block
  * boundary still reads as EIO there, and a file grown by anyone but the
  * file layer has an EIO tail.

@@ -42,6 +42,7 @@
 #include "rekeyfs/format.h"
 #include "rekeyfs/fsio.h"
 #include "rekeyfs/keyring.h"
+#include "rekeyfs/repair.h"
 
 #define PAGE 4096
 #define FULL_PAGES 12
@@ -572,9 +573,16 @@ static void test_tails(void)
 	CHECK(memcmp(out, data, 3000) == 0);
 	CHECK_EQ(rkfs_file_read(&f, fd, out, 4000, 5000, &bad), 4000);
 	CHECK(memcmp(out, data + 3000, 4000) == 0);
-	CHECK_EQ(rkfs_file_read(&f, fd, out, 10, 2995, &bad), -EBADMSG);
-	CHECK_EQ(bad, 0);
+	/* the rest of it is the zeros its re-seal would have written, as
+	 * long as a later block proves the file grew past it */
+	CHECK_EQ(rkfs_file_read(&f, fd, out, 10, 2995, &bad), 10);
+	CHECK(memcmp(out, data + 2995, 5) == 0 && rkfs_is_zero(out + 5, 5));
 	CHECK_EQ(rkfs_file_verify(&f, fd, &bad), -EBADMSG);
+	CHECK_EQ(bad, 0);
+	SETUP(rkfs_pwrite_full(fd, "\x01\x02\x03\x04\x05\x06\x07\x08", 8,
+			       rkfs_block_offset(1) + 100) == 0);
+	CHECK_EQ(rkfs_file_read(&f, fd, out, 3000, 0, &bad), 3000);
+	CHECK_EQ(rkfs_file_read(&f, fd, out, 10, 2995, &bad), -EBADMSG);
 	CHECK_EQ(bad, 0);
 	rkfs_file_release(&f);
 	rkfs_keyring_free(kr);
@@ -596,6 +604,221 @@ static const struct op ops[] = {
 	{ "rekey copy", 20000, OP_REKEY, 0, 0 },
 };
 
+/* Build the image of one crash state into fd. */
+static void put_state(int fd, const struct image *a, const struct image *b,
+		      const size_t *pages, size_t np, const bool *in,
+		      uint64_t size)
+{
+	uint8_t *img = calloc(1, size + 1);
+
+	SETUP(img != NULL);
+	for (uint64_t x = 0; x < size; x++)
+		img[x] = x < a->len ? a->b[x] : 0;
+	for (size_t k = 0; k < np; k++) {
+		uint64_t lo = (uint64_t)pages[k] * PAGE;
+
+		if (!in[k])
+			continue;
+		for (uint64_t x = lo; x < lo + PAGE && x < size; x++)
+			img[x] = x < b->len ? b->b[x] : 0;
+	}
+	SETUP(syscall(SYS_ftruncate, fd, 0) == 0);
+	SETUP(rkfs_pwrite_full(fd, img, size, 0) == 0);
+	free(img);
+}
+
+/*
+ * The repair against its own crashes: run it on a damaged file, record its
+ * barriers and pages; from every crash state of the run, running it again
+ * must give exactly the repaired file.
+ */
+static long repair_crashes(const char *name, struct rkfs_keyring *kr, int fd,
+			   const uint8_t *want, uint64_t wlen)
+{
+	struct rkfs_repair_result res;
+	long states = 0, fails = 0;
+	int sfd = tmpfd();
+
+	nepochs = 0;
+	memset(ntsizes, 0, sizeof(ntsizes));
+	snap(&epochs[0], fd);
+	track_fd = fd;
+	CHECK_EQ(rkfs_repair_file(&res, fd, kr, true), 0);
+	track_fd = -1;
+	CHECK_EQ(res.action, RKFS_REPAIR_REPAIRED);
+	snap(&epochs[++nepochs], fd);
+	for (int e = 0; e < nepochs; e++) {
+		const struct image *a = &epochs[e], *b = &epochs[e + 1];
+		size_t maxlen = a->len > b->len ? a->len : b->len;
+		size_t npg = (maxlen + PAGE - 1) / PAGE, np = 0;
+		size_t pages[64];
+		bool in[64];
+		uint64_t sizes[MAX_SIZES + 2];
+		int ns = 0;
+
+		for (size_t pg = 0; pg < npg; pg++)
+			if (page_changed(a, b, pg)) {
+				SETUP(np < 16);
+				pages[np++] = pg;
+			}
+		sizes[ns++] = a->len;
+		sizes[ns++] = b->len;
+		for (int k = 0; k < ntsizes[e]; k++)
+			sizes[ns++] = tsizes[e][k];
+		for (int si = 0; si < ns; si++) {
+			for (uint64_t m = 0; m < (1ULL << np); m++) {
+				struct rkfs_file f;
+				uint8_t *got;
+				uint64_t bad, n;
+				bool ok;
+
+				for (size_t k = 0; k < np; k++)
+					in[k] = m >> k & 1;
+				put_state(sfd, a, b, pages, np, in, sizes[si]);
+				states++;
+				ok = rkfs_repair_file(&res, sfd, kr, true) == 0 &&
+				     res.action != RKFS_REPAIR_REFUSED &&
+				     rkfs_file_load(&f, sfd, kr) == 0;
+				if (!ok) {
+					fails++;
+					continue;
+				}
+				got = read_all(&f, sfd, &n);
+				if (rkfs_file_verify(&f, sfd, &bad) != 0 ||
+				    n != wlen || memcmp(got, want, n) != 0) {
+					if (fails < 3)
+						fprintf(stderr,
+							"%s: epoch %d size %llu"
+							": wrong after rerun\n",
+							name, e,
+							(unsigned long long)
+								sizes[si]);
+					fails++;
+				}
+				free(got);
+				rkfs_file_release(&f);
+			}
+		}
+	}
+	for (int e = 0; e <= nepochs; e++)
+		free(epochs[e].b);
+	printf("  %-28s %3d epoch(s) %7ld states, %ld failed\n", name,
+	       nepochs, states, fails);
+	CHECK_EQ(fails, 0);
+	close(sfd);
+	return states;
+}
+
+/* Damaged files as crashes leave them, repaired; and what is refused. */
+static long test_repair(void)
+{
+	struct rkfs_keyring *kr = make_keyring();
+	struct rkfs_repair_result res;
+	uint8_t data[20000], want[20000], junk[5000], *got;
+	struct rkfs_file f;
+	uint64_t bad, n;
+	long states = 0;
+	struct stat st;
+	int fd = tmpfd();
+
+	randombytes_buf(data, sizeof(data));
+	randombytes_buf(junk, sizeof(junk));
+
+	/* an unreadable tail: 9000 good bytes, then (as a crash leaves an
+	 * append whose new blocks are torn) zeros to the end of the final
+	 * block's slot and a block and a half of junk */
+	SETUP(rkfs_file_load(&f, fd, kr) == 0);
+	SETUP(rkfs_file_write(&f, fd, data, 9000, 0, kr, &bad) == 9000);
+	rkfs_file_release(&f);
+	SETUP(rkfs_pwrite_full(fd, junk, 5000, rkfs_block_offset(3)) == 0);
+	CHECK_EQ(rkfs_repair_file(&res, fd, kr, false), 0);
+	CHECK_EQ(res.action, RKFS_REPAIR_REPAIRED);
+	CHECK_EQ(res.new_size, 9000);
+	CHECK_EQ(res.first_dropped, 3);
+	CHECK_EQ(res.last_dropped, 4);
+	CHECK_EQ(res.lost_bytes, res.old_size - 9000);
+	SETUP(fstat(fd, &st) == 0);
+	CHECK_EQ(st.st_size, rkfs_block_offset(3) + 5000); /* dry run */
+	states += repair_crashes("repair: torn tail", kr, fd, data, 9000);
+	CHECK_EQ(rkfs_repair_file(&res, fd, kr, true), 0);
+	CHECK_EQ(res.action, RKFS_REPAIR_CLEAN);
+
+	/* the tail ends with a full non-final block: re-sealed as final */
+	SETUP(syscall(SYS_ftruncate, fd, 0) == 0);
+	SETUP(rkfs_file_load(&f, fd, kr) == 0);
+	SETUP(rkfs_file_write(&f, fd, data, 12000, 0, kr, &bad) == 12000);
+	rkfs_file_release(&f);
+	SETUP(syscall(SYS_ftruncate, fd, rkfs_block_offset(2)) == 0);
+	states += repair_crashes("repair: non-final at the end", kr, fd, data,
+				 8192);
+
+	/* an append whose re-seal never landed: block 0 is still final
+	 * (3000 bytes), block 1 is good; block 0 is completed with zeros */
+	SETUP(syscall(SYS_ftruncate, fd, 0) == 0);
+	SETUP(rkfs_file_load(&f, fd, kr) == 0);
+	SETUP(rkfs_file_write(&f, fd, data, 3000, 0, kr, &bad) == 3000);
+	{
+		uint8_t old[3040], z[1096] = { 0 };
+
+		SETUP(rkfs_pread_full(fd, old, sizeof(old), 32) == 3040);
+		SETUP(rkfs_file_write(&f, fd, data + 4096, 2000, 4096, kr,
+				      &bad) == 2000);
+		SETUP(rkfs_pwrite_full(fd, old, sizeof(old), 32) == 0);
+		SETUP(rkfs_pwrite_full(fd, z, sizeof(z), 32 + 3040) == 0);
+	}
+	rkfs_file_release(&f);
+	memcpy(want, data, 3000);
+	memset(want + 3000, 0, 1096);
+	memcpy(want + 4096, data + 4096, 2000);
+	CHECK_EQ(rkfs_repair_file(&res, fd, kr, false), 0);
+	CHECK_EQ(res.completed, 1);
+	CHECK_EQ(res.lost_bytes, 1096);
+	CHECK_EQ(res.new_size, 6096);
+	states += repair_crashes("repair: interrupted append", kr, fd, want,
+				 6096);
+
+	/* a bad block in the middle: refused, nothing written */
+	SETUP(syscall(SYS_ftruncate, fd, 0) == 0);
+	SETUP(rkfs_file_load(&f, fd, kr) == 0);
+	SETUP(rkfs_file_write(&f, fd, data, 20000, 0, kr, &bad) == 20000);
+	rkfs_file_release(&f);
+	SETUP(rkfs_pwrite_full(fd, junk, 100, rkfs_block_offset(2) + 50) == 0);
+	SETUP(rkfs_pwrite_full(fd, junk, 10, rkfs_size_to_cipher(20000)) ==
+	      0);
+	SETUP(fstat(fd, &st) == 0);
+	CHECK_EQ(rkfs_repair_file(&res, fd, kr, true), 0);
+	CHECK_EQ(res.action, RKFS_REPAIR_REFUSED);
+	CHECK_EQ(res.bad_block, 2);
+	{
+		struct stat st2;
+
+		SETUP(fstat(fd, &st2) == 0);
+		CHECK_EQ(st2.st_size, st.st_size);
+	}
+
+	/* nothing authenticates (another key, or not ours): refused */
+	SETUP(syscall(SYS_ftruncate, fd, 32) == 0);
+	SETUP(rkfs_pwrite_full(fd, junk, 5000, 32) == 0);
+	CHECK_EQ(rkfs_repair_file(&res, fd, kr, true), 0);
+	CHECK_EQ(res.action, RKFS_REPAIR_REFUSED);
+	SETUP(fstat(fd, &st) == 0);
+	CHECK_EQ(st.st_size, 5032);
+
+	/* a clean file is left alone */
+	SETUP(syscall(SYS_ftruncate, fd, 0) == 0);
+	SETUP(rkfs_file_load(&f, fd, kr) == 0);
+	SETUP(rkfs_file_write(&f, fd, data, 5000, 0, kr, &bad) == 5000);
+	CHECK_EQ(rkfs_repair_file(&res, fd, kr, true), 0);
+	CHECK_EQ(res.action, RKFS_REPAIR_CLEAN);
+	got = read_all(&f, fd, &n);
+	CHECK(n == 5000 && memcmp(got, data, n) == 0);
+	free(got);
+	rkfs_file_release(&f);
+	rkfs_keyring_free(kr);
+	close(fd);
+	return states;
+}
+
 int main(void)
 {
 	long total = 0;
@@ -603,6 +826,7 @@ int main(void)
 	SETUP(rkfs_crypt_init() == 0);
 	for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
 		run_op(&ops[i], &total);
+	total += test_repair();
 	printf("crash states checked: %ld\n", total);
 	test_tails();
 	return check_report("test_crash");
