@@ -840,6 +840,8 @@ int rkfs_file_truncate(struct rkfs_file *f, int fd, uint64_t size,
 	ret = rkfs_pwrite_full(fd, cb, clen, (off_t)rkfs_block_offset(i));
 	if (ret == 0 && fdatasync(fd) < 0)
 		ret = -errno;
+	if (ret == 0)
+		rkfs_file_sync_done(f, f->final_seq);
 	if (ret == 0 &&
 	    ftruncate(fd, (off_t)rkfs_size_to_cipher(size)) < 0)
 		ret = -errno;

@@ -74,8 +74,11 @@ static void snap(struct image *im, int fd)
 	SETUP(rkfs_pread_full(fd, im->b, im->len, 0) == (ssize_t)im->len);
 }
 
+static long nbarriers;
+
 static void barrier(int fd)
 {
+	nbarriers++;
 	if (fd != track_fd)
 		return;
 	SETUP(nepochs < MAX_EPOCHS);
@@ -819,6 +822,37 @@ static long test_repair(void)
 	return states;
 }
 
+/*
+ * The barrier before a re-seal is paid once per sync: only a final block
+ * that may be durable needs it.
+ */
+static void test_barrier_cost(void)
+{
+	struct rkfs_keyring *kr = make_keyring();
+	uint8_t data[4096] = { 1 };
+	struct rkfs_file f;
+	uint64_t bad;
+	int fd = tmpfd();
+
+	SETUP(rkfs_file_load(&f, fd, kr) == 0);
+	SETUP(rkfs_file_write(&f, fd, data, 100, 0, kr, &bad) == 100);
+	nbarriers = 0;
+	for (int i = 1; i <= 5; i++)
+		SETUP(rkfs_file_write(&f, fd, data, sizeof(data),
+				      (uint64_t)i * 4096, kr, &bad) == 4096);
+	CHECK_EQ(nbarriers, 0); /* never synced: nothing durable to protect */
+	rkfs_file_sync_done(&f, rkfs_file_sync_begin(&f));
+	for (int i = 6; i <= 10; i++)
+		SETUP(rkfs_file_write(&f, fd, data, sizeof(data),
+				      (uint64_t)i * 4096, kr, &bad) == 4096);
+	CHECK_EQ(nbarriers, 1); /* the first re-seal after the sync only */
+	SETUP(rkfs_file_write(&f, fd, data, 10, 3, kr, &bad) == 10);
+	CHECK_EQ(nbarriers, 1); /* overwrites need none */
+	rkfs_file_release(&f);
+	rkfs_keyring_free(kr);
+	close(fd);
+}
+
 int main(void)
 {
 	long total = 0;
@@ -829,5 +863,6 @@ int main(void)
 	total += test_repair();
 	printf("crash states checked: %ld\n", total);
 	test_tails();
+	test_barrier_cost();
 	return check_report("test_crash");
 }
