@@ -455,7 +455,8 @@ ssize_t rkfs_file_read(struct rkfs_file *f, int fd, void *buf, size_t len,
 			continue;
 		}
 		/* left by a crash: an older final version of the block
-		 * gives its own bytes; the rest of it stays unreadable */
+		 * gives its own bytes; the rest reads as zeros only if a
+		 * later block proves the file grew past it (format.h) */
 		if (rkfs_block_open_short(s->block, &sl, cb, cl,
 					  rkfs_block_offset(i), i,
 					  final ? pl - 1 : RKFS_BLOCK_SIZE,

@@ -244,7 +244,8 @@ static int plan_and_apply(struct rctx *c, struct slot *s,
 		res->last_dropped = c->n - 1;
 	}
 	if (!res->restored && !res->completed && s[t].final &&
-	    t + 1 == c->n && avail_of(c, t) == (size_t)s[t].len + RKFS_BLOCK_OVERHEAD) {
+	    t + 1 == c->n &&
+	    avail_of(c, t) == (size_t)s[t].len + RKFS_BLOCK_OVERHEAD) {
 		res->action = RKFS_REPAIR_CLEAN;
 		return 0;
 	}
