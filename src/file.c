@@ -151,12 +151,75 @@ static int open_block(const struct rkfs_file *f, uint8_t *out,
 			       f->key);
 }
 
+int rkfs_file_open_block(const struct rkfs_file *f, uint8_t *out,
+			 const uint8_t *cb, size_t cl, uint64_t i, bool final)
+{
+	return open_block(f, out, cb, cl, i, final);
+}
+
+/*
+ * A block that failed to open as the size says, tried as an older final
+ * version of itself (rkfs_block_open_short()).  One sealed with
+ * RKFS_MARK_FINAL_HOLES proves that f may have holes (the permission is
+ * never taken back for a file id, format.h); one sealed with
+ * RKFS_MARK_FINAL is older than the final block and proves nothing about
+ * it, so it is not noted.
+ */
+static int open_short(const struct rkfs_file *f, uint8_t *out, size_t *len,
+		      const uint8_t *cb, size_t cl, uint64_t i, size_t maxlen)
+{
+	int mark;
+
+	if (rkfs_block_open_short(out, len, &mark, cb, cl,
+				  rkfs_block_offset(i), i, maxlen, &f->hdr,
+				  f->key) < 0)
+		return -EBADMSG;
+	if (mark == RKFS_MARK_FINAL_HOLES)
+		holes_note(f, mark);
+	return 0;
+}
+
+/*
+ * How far back from a final block that proves nothing the mount looks for
+ * the last block before it that holds anything (the final block before
+ * an append or extension that a crash left in place, or the new final
+ * block of a truncate whose cut did not reach the disk).  A proof further
+ * back is found by the repair, which reads every block.
+ */
+#define PROOF_LOOKBACK 64
+
+/* The first block before i that is not all zero, as an older final. */
+static int older_final_proof(const struct rkfs_file *f, int fd, uint64_t i,
+			     uint8_t *cb, uint8_t *pb)
+{
+	uint64_t stop = i > PROOF_LOOKBACK ? i - PROOF_LOOKBACK : 0;
+	size_t sl;
+	ssize_t n;
+
+	while (i-- > stop) {
+		n = rkfs_pread_full(fd, cb, RKFS_CBLOCK_SIZE,
+				    (off_t)rkfs_block_offset(i));
+		if (n < 0)
+			return (int)n;
+		if (n != RKFS_CBLOCK_SIZE)
+			return 0;
+		if (rkfs_is_zero(cb, RKFS_CBLOCK_SIZE))
+			continue;
+		if (open_block(f, pb, cb, RKFS_CBLOCK_SIZE, i, false) < 0)
+			(void)open_short(f, pb, &sl, cb, RKFS_CBLOCK_SIZE, i,
+					 RKFS_BLOCK_SIZE);
+		return 0;
+	}
+	return 0;
+}
+
 int rkfs_file_holes_allowed(const struct rkfs_file *f, int fd)
 {
 	uint8_t cb[RKFS_CBLOCK_SIZE], pb[RKFS_BLOCK_SIZE];
 	uint64_t i;
-	size_t cl;
+	size_t cl, sl;
 	ssize_t n;
+	int ret = 0;
 
 	if (holes_get(f) == 0 && f->key != NULL && f->size > 0) {
 		i = final_index(f->size);
@@ -164,10 +227,22 @@ int rkfs_file_holes_allowed(const struct rkfs_file *f, int fd)
 		n = rkfs_pread_full(fd, cb, cl, (off_t)rkfs_block_offset(i));
 		if (n < 0)
 			return (int)n;
-		/* A final block that does not open proves nothing: no holes. */
-		if ((size_t)n == cl)
-			(void)open_final(f, pb, cb, cl, i);
+		/*
+		 * A final block that does not open proves nothing: no
+		 * holes, unless a crash left an older final version of it,
+		 * or of the last block before it, sealed with mark 2
+		 * (format.h, "Crashes and holes").
+		 */
+		if ((size_t)n == cl && open_final(f, pb, cb, cl, i) < 0) {
+			if (cl > RKFS_BLOCK_OVERHEAD + 1)
+				(void)open_short(f, pb, &sl, cb, cl, i,
+						 cl - RKFS_BLOCK_OVERHEAD - 1);
+			if (holes_get(f) == 0)
+				ret = older_final_proof(f, fd, i, cb, pb);
+		}
 		sodium_memzero(pb, sizeof(pb));
+		if (ret < 0)
+			return ret;
 	}
 	return holes_get(f) == RKFS_MARK_FINAL_HOLES;
 }
@@ -286,8 +361,13 @@ int rkfs_file_load(struct rkfs_file *f, int fd, const struct rkfs_keyring *kr)
 	memset(f, 0, sizeof(*f));
 	if (fstat(fd, &st) < 0)
 		return -errno;
+	/* A size no valid file has, past the header, is a tail torn by a
+	 * crash: the whole blocks before it still read (rkfs_file_verify()
+	 * reports it). */
 	ret = rkfs_size_to_plain(&f->size, (uint64_t)st.st_size);
-	if (ret < 0)
+	if (ret < 0 && st.st_size > RKFS_HEADER_LEN)
+		f->size = rkfs_file_stat_size((uint64_t)st.st_size);
+	else if (ret < 0)
 		return ret;
 	f->dense = st.st_size == 0 || lseek(fd, 0, SEEK_HOLE) >= st.st_size;
 	if (st.st_size == 0)
@@ -363,14 +443,16 @@ int rkfs_file_init_empty(struct rkfs_file *f, int fd,
 /*
  * Decrypt block i of a file whose plaintext size is plain into out (which
  * receives the block's plaintext length, returned in *len).  Holes read as
- * zeros.  Used for read-modify-write of partial blocks.
+ * zeros.  Used for read-modify-write of partial blocks.  Only the first
+ * need bytes must authenticate: a block left by a crash that gives at
+ * least that many is accepted, the rest of out zeroed.
  */
-static int read_block(const struct rkfs_file *f, int fd, uint64_t i,
-		      uint64_t plain, uint8_t *out, size_t *len,
-		      uint64_t *bad_block)
+static int read_block_need(const struct rkfs_file *f, int fd, uint64_t i,
+			   uint64_t plain, uint8_t *out, size_t *len,
+			   size_t need, uint64_t *bad_block)
 {
 	uint8_t cb[RKFS_CBLOCK_SIZE];
-	size_t cl = cblock_len(plain, i);
+	size_t cl = cblock_len(plain, i), sl;
 	int final = i == final_index(plain);
 	ssize_t n;
 
@@ -395,9 +477,27 @@ static int read_block(const struct rkfs_file *f, int fd, uint64_t i,
 	} else if (open_block(f, out, cb, cl, i, final) == 0) {
 		return 0;
 	}
+	/* a block left by a crash (see rkfs_file_read()) serves a caller
+	 * that needs only its own bytes */
+	if (open_short(f, out, &sl, cb, cl, i,
+		       final ? *len - 1 : RKFS_BLOCK_SIZE) == 0 &&
+	    (sl >= need || (!final && rkfs_file_grew_past(f, fd, i)))) {
+		memset(out + sl, 0, *len - sl);
+		return 0;
+	}
 	if (bad_block)
 		*bad_block = i;
 	return -EBADMSG;
+}
+
+/* The whole block: see read_block_need(). */
+static int read_block(const struct rkfs_file *f, int fd, uint64_t i,
+		      uint64_t plain, uint8_t *out, size_t *len,
+		      uint64_t *bad_block)
+{
+	return read_block_need(f, fd, i, plain, out, len,
+			       cblock_len(plain, i) - RKFS_BLOCK_OVERHEAD,
+			       bad_block);
 }
 
 /*
@@ -509,6 +609,7 @@ ssize_t rkfs_file_read(struct rkfs_file *f, int fd, void *buf, size_t len,
 		uint64_t to = off + len < bstart + pl ? off + len : bstart + pl;
 		uint8_t *dst = out + (from - off);
 		int final = i == flast;
+		size_t sl;
 
 		if (!final && rkfs_is_zero(cb, cl)) {
 			int ok = rkfs_file_holes_allowed(f, fd);
@@ -521,14 +622,23 @@ ssize_t rkfs_file_read(struct rkfs_file *f, int fd, void *buf, size_t len,
 			continue;
 		}
 		if (to - from == pl) {
-			if (open_block(f, dst, cb, cl, i, final) < 0)
-				goto bad;
-		} else {
-			if (open_block(f, s->block, cb, cl, i, final) < 0)
-				goto bad;
+			if (open_block(f, dst, cb, cl, i, final) == 0)
+				continue;
+		} else if (open_block(f, s->block, cb, cl, i, final) == 0) {
 			memcpy(dst, s->block + (from - bstart), (size_t)(to - from));
+			continue;
 		}
-		continue;
+		/* left by a crash: an older final version of the block
+		 * gives its own bytes; the rest reads as zeros only if a
+		 * later block proves the file grew past it (format.h) */
+		if (open_short(f, s->block, &sl, cb, cl, i,
+			       final ? pl - 1 : RKFS_BLOCK_SIZE) == 0 &&
+		    (to - bstart <= sl ||
+		     (!final && rkfs_file_grew_past(f, fd, i)))) {
+			memset(s->block + sl, 0, pl - sl);
+			memcpy(dst, s->block + (from - bstart), (size_t)(to - from));
+			continue;
+		}
 bad:
 		if (bad_block)
 			*bad_block = i;
@@ -559,6 +669,28 @@ static int reseal_old_final(const struct rkfs_file *f, int fd,
 out:
 	sodium_memzero(pb, sizeof(pb));
 	return ret;
+}
+
+uint64_t rkfs_file_sync_begin(const struct rkfs_file *f)
+{
+	return __atomic_load_n(&f->final_seq, __ATOMIC_ACQUIRE);
+}
+
+void rkfs_file_sync_done(struct rkfs_file *f, uint64_t token)
+{
+	uint64_t cur = __atomic_load_n(&f->synced_seq, __ATOMIC_RELAXED);
+
+	while (cur < token &&
+	       !__atomic_compare_exchange_n(&f->synced_seq, &cur, token, false,
+					    __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+		;
+}
+
+/* May the final block be on disk already, written before the last sync? */
+static bool final_durable(const struct rkfs_file *f)
+{
+	return __atomic_load_n(&f->synced_seq, __ATOMIC_ACQUIRE) ==
+	       f->final_seq;
 }
 
 int rkfs_file_reserve(int fd, uint64_t off, uint64_t len)
@@ -781,6 +913,19 @@ static ssize_t write_range(struct rkfs_file *f, int fd, const void *buf,
 			holes_note(f, 0); /* whatever is on disk now */
 		goto out;
 	}
+	/*
+	 * A durable old final block is re-sealed only once the new blocks
+	 * and the new size are on disk: before that, a crash could leave it
+	 * re-sealed at the end of the old size, unreadable (a non-final
+	 * block at the end is what a truncation looks like).  A block
+	 * written since the last sync is not durable and needs no barrier.
+	 */
+	if (reseal && final_durable(f) && fdatasync(fd) < 0) {
+		ret = -errno;
+		if (ftruncate(fd, (off_t)rkfs_size_to_cipher(w.plain)) < 0)
+			ret = -EIO;
+		goto out;
+	}
 	if (reseal) {
 		ret = reseal_old_final(f, fd, w.plain, bad_block);
 		if (ret < 0) {
@@ -793,6 +938,8 @@ static ssize_t write_range(struct rkfs_file *f, int fd, const void *buf,
 		f->dense = false;
 	if (last == w.nflast && hole_auth(f))
 		holes_note(f, w.fin);
+	if (grows || last >= final_index(w.plain))
+		__atomic_add_fetch(&f->final_seq, 1, __ATOMIC_RELEASE);
 	f->size = w.nplain;
 out:
 	if (h)
@@ -819,7 +966,7 @@ int rkfs_file_truncate(struct rkfs_file *f, int fd, uint64_t size,
 		       const struct rkfs_keyring *kr, uint64_t *bad_block)
 {
 	uint8_t pb[RKFS_BLOCK_SIZE], cb[RKFS_CBLOCK_SIZE];
-	uint64_t plain = f->size, i;
+	uint64_t plain = f->size, i, clen;
 	size_t olen, nlen;
 	ssize_t w;
 	int ret, mark;
@@ -855,13 +1002,16 @@ int rkfs_file_truncate(struct rkfs_file *f, int fd, uint64_t size,
 		return f->key_err ? f->key_err : -ENOKEY;
 	i = final_index(size);
 	nlen = (size_t)(size - i * RKFS_BLOCK_SIZE);
-	mark = rkfs_file_holes_allowed(f, fd);
-	if (mark < 0)
-		return mark;
-	mark = final_mark(f, mark);
-	ret = read_block(f, fd, i, plain, pb, &olen, bad_block);
+	ret = read_block_need(f, fd, i, plain, pb, &olen, nlen, bad_block);
 	if (ret < 0)
 		goto out;
+	/* after the read: an older final block it met may prove holes */
+	mark = rkfs_file_holes_allowed(f, fd);
+	if (mark < 0) {
+		ret = mark;
+		goto out;
+	}
+	mark = final_mark(f, mark);
 	/* The new final block goes over the old block i (a hole needs space:
 	 * reserve it first) and only then is the rest cut off, so a full
 	 * disk leaves the file as it was. */
@@ -871,9 +1021,25 @@ int rkfs_file_truncate(struct rkfs_file *f, int fd, uint64_t size,
 		ret = -errno;
 		goto out;
 	}
+	/*
+	 * Crash safety: the rest of the slot (up to the old end) is zeroed
+	 * in the same write, so that until the cut below, the new final
+	 * block is found by its end (rkfs_block_open_short()) and the data
+	 * it keeps reads; the barrier keeps the cut from reaching the disk
+	 * before the new final block does, which would leave the old block
+	 * at the new end, where it does not authenticate.
+	 */
 	rkfs_block_seal(cb, pb, nlen, i, mark, &f->hdr, f->key);
-	ret = rkfs_pwrite_full(fd, cb, nlen + RKFS_BLOCK_OVERHEAD,
-			       (off_t)rkfs_block_offset(i));
+	clen = rkfs_size_to_cipher(plain) - rkfs_block_offset(i);
+	if (clen > RKFS_CBLOCK_SIZE)
+		clen = RKFS_CBLOCK_SIZE;
+	memset(cb + nlen + RKFS_BLOCK_OVERHEAD, 0,
+	       clen - nlen - RKFS_BLOCK_OVERHEAD);
+	ret = rkfs_pwrite_full(fd, cb, clen, (off_t)rkfs_block_offset(i));
+	if (ret == 0 && fdatasync(fd) < 0)
+		ret = -errno;
+	if (ret == 0)
+		rkfs_file_sync_done(f, f->final_seq);
 	if (ret == 0 &&
 	    ftruncate(fd, (off_t)rkfs_size_to_cipher(size)) < 0)
 		ret = -errno;
@@ -1041,6 +1207,16 @@ static int emit_nothing(void *arg, uint64_t index, const uint8_t *plain,
 
 int rkfs_file_verify(struct rkfs_file *f, int fd, uint64_t *bad_block)
 {
+	struct stat st;
+	uint64_t plain;
+
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (rkfs_size_to_plain(&plain, (uint64_t)st.st_size) < 0) {
+		if (bad_block)
+			*bad_block = rkfs_block_count(f->size);
+		return -EBADMSG;
+	}
 	return walk_blocks(f, fd, emit_nothing, NULL, bad_block);
 }
 

@@ -848,10 +848,14 @@ void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 	      struct fuse_file_info *fi)
 {
 	struct fhandle *h = fhandle_of(fi);
+	uint64_t tok;
 	int ret;
 
 	(void)ino;
+	tok = rkfs_file_sync_begin(&h->node->file);
 	ret = (datasync ? fdatasync(h->fd) : fsync(h->fd)) < 0 ? errno : 0;
+	if (ret == 0)
+		rkfs_file_sync_done(&h->node->file, tok);
 	fuse_reply_err(req, ret);
 }
 

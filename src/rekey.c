@@ -24,6 +24,7 @@
 #include "rekeyfs/fsio.h"
 #include "rekeyfs/intent.h"
 #include "rekeyfs/meta.h"
+#include "rekeyfs/repair.h"
 
 #define COPY_CHUNK (1u << 20)
 #define SPLIT_MIN (8u << 20)	    /* plaintext: larger files are split */
@@ -42,6 +43,7 @@ enum outcome {
 	R_BUSY,
 	R_FAILED,
 	R_SKIPPED,
+	R_REPAIRED,
 };
 
 enum hdr_state { H_OK = 0, H_NONE, H_BAD };
@@ -275,6 +277,7 @@ void rkfs_rekey_report_free(struct rkfs_rekey_report *rep)
 	list_free(&rep->failed);
 	list_free(&rep->busy);
 	list_free(&rep->skipped);
+	list_free(&rep->repaired);
 	list_free(&rep->listed);
 	free(rep->before);
 	free(rep->after);
@@ -285,6 +288,7 @@ void rkfs_rekey_report_free(struct rkfs_rekey_report *rep)
 bool rkfs_rekey_partial(const struct rkfs_rekey_report *rep)
 {
 	return rep->failed.count || rep->busy.count || rep->interrupted ||
+	       rep->repaired.count ||
 	       (rep->mode == RKFS_REKEY_REWRITE && rep->remaining);
 }
 
@@ -1241,11 +1245,31 @@ static bool on_primary(const struct ctx *c, int fd)
 	       h.generation == c->kr->primary;
 }
 
+/* A file that failed verify, under its LOCK_EX: repair what a crash left. */
+static void repair_item(struct ctx *c, struct item *it, int fd, char *why)
+{
+	struct rkfs_repair_result res;
+	int ret = rkfs_repair_file(&res, fd, c->kr, true);
+
+	if (ret < 0)
+		set_result(it, R_FAILED,
+			   xasprintf("%s; repair failed (run again): %s", why,
+				     strerror(-ret)));
+	else if (res.action == RKFS_REPAIR_REPAIRED)
+		set_result(it, R_REPAIRED, xasprintf("%s", res.msg));
+	else if (res.action == RKFS_REPAIR_REFUSED)
+		set_result(it, R_FAILED,
+			   xasprintf("%s; not repaired: %s", why, res.msg));
+	else
+		set_result(it, R_VERIFIED, NULL);
+	free(why);
+}
+
 /* Open, lock and re-check one file, then rewrite or verify it. */
 static void process_item(struct ctx *c, struct item *it, struct dcache *dc)
 {
 	const char *base = it->path + it->base_off;
-	bool rdwr = false;
+	bool rdwr = c->o->repair;
 	struct rkfs_file f;
 	struct stat st;
 	int dfd, fd = -1, ret, attempt;
@@ -1336,17 +1360,22 @@ static void process_item(struct ctx *c, struct item *it, struct dcache *dc)
 			set_result(it, R_FAILED,
 				   key_reason(c, f.hdr.generation, f.key_err));
 		} else {
+			char *why = NULL;
+
 			ret = rkfs_file_verify(&f, fd, &bad);
 			if (ret == -EBADMSG && bad != UINT64_MAX &&
 			    bad + 1 < rkfs_block_count(f.size) &&
 			    rkfs_file_zero_block(&f, fd, bad) == 1)
-				set_result(it, R_FAILED,
-					   xasprintf("block %" PRIu64
-						     " is all zero in a file "
-						     "that may not have holes",
-						     bad));
+				why = xasprintf("block %" PRIu64
+						" is all zero in a file that "
+						"may not have holes",
+						bad);
 			else if (ret < 0)
-				set_result(it, R_FAILED, auth_reason(ret, bad));
+				why = auth_reason(ret, bad);
+			if (ret == -EBADMSG && c->o->repair)
+				repair_item(c, it, fd, why);
+			else if (ret < 0)
+				set_result(it, R_FAILED, why);
 			else
 				set_result(it, R_VERIFIED, NULL);
 		}
@@ -2551,6 +2580,9 @@ static int record(struct ctx *c, struct scan *s)
 			break;
 		case R_SKIPPED:
 			ret = list_add(&rep->skipped, it->path, it->reason);
+			break;
+		case R_REPAIRED:
+			ret = list_add(&rep->repaired, it->path, it->reason);
 			break;
 		case R_NONE:
 			break;

@@ -54,6 +54,13 @@ static const char usage_text[] =
 "                         to 0 bytes or to its 32-byte header from an empty\n"
 "                         file, nor a file replaced by another whole file\n"
 "                         of the tree (README: threat model)\n"
+"      --repair           with --verify: repair what a crash left (an\n"
+"                         unreadable tail is cut after the last block that\n"
+"                         authenticates; an interrupted append is completed\n"
+"                         with zeros), reporting exactly what was lost; files\n"
+"                         with bad blocks in the middle (zeroed blocks of a\n"
+"                         file that may not have holes among them) are left\n"
+"                         alone\n"
 "\n"
 "Options:\n"
 "  -k, --keyring FILE     the keyring (its primary is the target generation;\n"
@@ -103,7 +110,8 @@ static const char usage_text[] =
 "Exit status:\n"
 "  0  done: every file is on the primary (--verify: every file is intact)\n"
 "  1  partial: some files were busy, failed, or the run was interrupted\n"
-"     (--verify: some files failed; --dry-run/--status: never)\n"
+"     (--verify: some files failed or were repaired;\n"
+"     --dry-run/--status: never)\n"
 "  2  usage error, unusable or wrong keyring, not a rekeyfs tree, or\n"
 "     another rekeyfs-rekey holds the lock\n";
 
@@ -323,6 +331,8 @@ static void print_json(const struct rkfs_rekey_report *r, const char *backing,
 	json_list(&j, "failed_files", &r->failed, true);
 	json_list(&j, "busy_files", &r->busy, true);
 	json_list(&j, "skipped_files", &r->skipped, true);
+	if (r->mode == RKFS_REKEY_VERIFY)
+		json_list(&j, "repaired_files", &r->repaired, true);
 	if (r->mode == RKFS_REKEY_DRY_RUN)
 		json_list(&j, "would_rewrite_files", &r->listed, true);
 	if (r->mode == RKFS_REKEY_STATUS)
@@ -428,6 +438,8 @@ static void print_text(const struct rkfs_rekey_report *r, const char *backing,
 	fprintf(f, "failed:          %zu\n", r->failed.count);
 	if (r->skipped.count)
 		fprintf(f, "skipped:         %zu\n", r->skipped.count);
+	if (r->repaired.count)
+		fprintf(f, "repaired:        %zu\n", r->repaired.count);
 	if (r->temps_removed || r->resumed)
 		fprintf(f, "leftovers:       %" PRIu64 " temp files removed, %"
 			   PRIu64 " interrupted rewrites finished\n",
@@ -456,6 +468,7 @@ static void print_text(const struct rkfs_rekey_report *r, const char *backing,
 	text_list(f, "FAILED", &r->failed);
 	text_list(f, "BUSY", &r->busy);
 	text_list(f, "skipped", &r->skipped);
+	text_list(f, "REPAIRED", &r->repaired);
 }
 
 /* A fatal error: on stderr, and with --json also as a JSON object. */
@@ -621,6 +634,7 @@ int main(int argc, char **argv)
 		{ "generation", required_argument, NULL, 'G' },
 		{ "dry-run", no_argument, NULL, 'n' },
 		{ "verify", no_argument, NULL, 'v' },
+		{ "repair", no_argument, NULL, 'F' },
 		{ "json", no_argument, NULL, 'J' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
@@ -695,6 +709,9 @@ int main(int argc, char **argv)
 			o.mode = RKFS_REKEY_VERIFY;
 			nmodes++;
 			break;
+		case 'F':
+			o.repair = true;
+			break;
 		case 'J':
 			json = true;
 			json_mode = true;
@@ -719,6 +736,8 @@ int main(int argc, char **argv)
 	if (nmodes > 1)
 		die_usage("%s", "--status, --dry-run and --verify exclude each "
 				"other");
+	if (o.repair && o.mode != RKFS_REKEY_VERIFY)
+		die_usage("%s", "--repair only goes with --verify");
 	if (have_gen && o.mode != RKFS_REKEY_STATUS)
 		die_usage("%s", "--generation only goes with --status");
 	o.list = have_gen;

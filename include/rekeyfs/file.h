@@ -47,6 +47,8 @@ struct rkfs_file {
 				 * for files without RKFS_FLAG_HOLE_AUTH),
 				 * 0: not known until the final block is
 				 * opened.  Shared readers may set it. */
+	uint64_t final_seq;     /* writes of the final block so far */
+	uint64_t synced_seq;    /* final_seq at the last completed sync */
 };
 
 /* Does writing at off leave a hole after the end of a file of size? */
@@ -110,6 +112,20 @@ int rkfs_file_truncate(struct rkfs_file *f, int fd, uint64_t size,
 int rkfs_file_init_empty(struct rkfs_file *f, int fd,
 			 const struct rkfs_keyring *kr)
 	__attribute__((warn_unused_result, nonnull));
+
+/*
+ * Durability of the final block, for crash safety: a write that grows the
+ * file past a final block that may be on disk already (not written since
+ * the last sync, or since the load) makes the new blocks durable before it
+ * re-seals that block (see "Crashes" in rekeyfs/format.h).  Whoever syncs
+ * the backing fd says so: token = rkfs_file_sync_begin(f) before the
+ * fsync/fdatasync, rkfs_file_sync_done(f, token) after it succeeded.
+ * Both are atomic and need only shared access to f.
+ */
+uint64_t rkfs_file_sync_begin(const struct rkfs_file *f)
+	__attribute__((nonnull));
+void rkfs_file_sync_done(struct rkfs_file *f, uint64_t token)
+	__attribute__((nonnull));
 
 /* Wipe and free the key.  f can be loaded again afterwards. */
 void rkfs_file_release(struct rkfs_file *f) __attribute__((nonnull));

@@ -82,6 +82,106 @@
  *
  * Per-file key: BLAKE2b-256(key = generation key,
  *                           "rekeyfs v1 content" || file id).
+ *
+ * Crashes.  After a power loss, any subset of the 4 KiB pages written since
+ * the last fsync may be on disk, and the size may be the old one, the new
+ * one, or (for a file that grew) a page boundary in between.  Blocks are
+ * sealed in place, so the rules below keep every byte that was durable
+ * before the crash readable, except for the one exposure at the end.
+ *
+ * - Reading.  A block that does not authenticate as the size says it must
+ *   (non-final and 4096 bytes, or final of the implied length) is tried as
+ *   a *final* block of the same index that ends earlier in its slot: the
+ *   block that was the end of the file before an append or extension whose
+ *   re-seal never reached the disk, or before the size grew past it.  What
+ *   follows it in its page was past the end of the file (zeros); later
+ *   pages of the slot may hold part of the unfinished re-seal.  So its end
+ *   lies just after the last non-zero byte before one of the slot's page
+ *   boundaries (allowing for a tag that ends in up to 7 zero bytes): a few
+ *   dozen tries, made only for a block that failed.  Such a block gives its
+ *   own bytes.  The rest of it reads as the zeros its re-seal would have
+ *   written if a later block authenticates (the next one, or the last one
+ *   when the next is a hole): only a key holder can have written that
+ *   block, so the file did grow past this one.  Otherwise (and always for
+ *   the last block) the rest is EIO; the mount reads whole pages, so the
+ *   page holding both then fails too.  Verify still reports such a block,
+ *   and `rekeyfs-rekey --verify --repair` completes or cuts it.
+ * - A torn tail.  A size no valid file has (1..40 bytes into a slot) does
+ *   not fail the load: the whole blocks before it read, the tail is EIO,
+ *   stat shows the plaintext of the whole blocks.  A size that implies a
+ *   last block the disk does not hold reads as EIO from that block on.
+ * - Appending or extending past a final block that may be durable (not
+ *   written since the last sync) writes the new blocks, fdatasyncs, and
+ *   only then re-seals the old final block as non-final: the disk must
+ *   never hold the re-sealed block at the end of the old size, which is
+ *   exactly what a truncation looks like and reads as EIO.
+ * - Truncating down writes the new final block with the rest of its slot
+ *   zeroed (so that until the cut it is found as above), fdatasyncs, then
+ *   cuts; the cut can never reach the disk before the new final block.
+ *
+ * An attacker gains nothing: a block accepted by the rule above
+ * authenticated under the file key, with its own index and the final
+ * flag, so it is a version of that block this very file once had as its
+ * last one.  Showing it is the rollback of one block, which the format
+ * already accepts (any older version of a block authenticates); the zeros
+ * after it are what the file held there when it grew past that version
+ * (or, after a crash, a write that never became durable).  Without a later
+ * block that authenticates, the bytes after it are EIO, not data, so
+ * growing a file without the key never shows zeros; and the end of the
+ * file is still checked:
+ * the last block must authenticate as final, so a file cut at a block
+ * boundary still reads as EIO there, and a file grown by anyone but the
+ * file layer has an EIO tail.
+ *
+ * Crashes and holes.  An older final version of a block (above) may
+ * carry either final mark the file's header allows, so both are tried
+ * (only mark 1 without RKFS_FLAG_HOLE_AUTH).  What it proves differs:
+ *  - mark 2 proves the hole permission.  Only a key holder sealed it, for
+ *    this file id, and the permission is never taken back for a file id:
+ *    every final block sealed after it carried mark 2 too, so the file
+ *    may have holes now, whatever block is its final one today.  So a
+ *    read that meets one notes it, and when the final block proves
+ *    nothing the mount also tries the final block as an older final
+ *    version of itself and then the last block before it that is not all
+ *    zero (at most 64 blocks back; the repair reads every block): the
+ *    final block an append left in place, or the new final block of a
+ *    truncate whose cut did not reach the disk.  Accepting it cannot grant
+ *    what the file never had.
+ *  - mark 1 proves nothing: it is older than the final block, and the
+ *    file may have been granted mark 2 since (the very write that grew
+ *    it past that block, leaving a hole, does so).  It is not noted, so
+ *    it cannot revoke the permission: only a final block that opens at
+ *    the file's own size with mark 1 says "no holes", as before.
+ * So after a crash an all-zero inner block reads as a hole exactly when
+ * some block proves mark 2; without a proof (the final block torn, no
+ * older final version in reach) the holes are EIO, never wrong data.
+ * `rekeyfs-rekey --verify --repair` uses the same test: in a file without
+ * the flag an all-zero inner block is a hole; in a flagged one only if
+ * some block (or a scratch copy of an interrupted repair) authenticates
+ * as a final block with mark 2, and otherwise it is a bad block, which
+ * makes the repair refuse the file.  The repair seals the new final block
+ * with mark 2 only with that proof (with it, always: completing an older
+ * final version or dropping the tail may remove the block that held the
+ * proof, so the new final block takes it over, and is written before
+ * they are).
+ *
+ * One gap in "never taken back": a write that would grant mark 2 and then
+ * fails (an I/O error, or the barrier's fdatasync) is cut back to the old
+ * size, whose final block still has mark 1, so the file goes on without
+ * the permission; but its new final block with mark 2 was written, and
+ * whoever read the backing file meanwhile can put it back at its own
+ * index once the file is that long again.  That proves the permission,
+ * and zeroed blocks of that file then read as holes (zeros, never other
+ * data), as in any file that may have holes.
+ *
+ * The exposure: a block re-sealed in place (partly overwritten, appended
+ * to inside its slot, re-sealed as non-final when the file grows past it,
+ * or as final by a truncate) is one 4136-byte write straddling two or
+ * three pages; a crash that keeps some of those pages but not the others,
+ * or the block but not the size it needs, leaves neither version, and the
+ * block's unchanged bytes are lost (EIO) with its new ones.  Closing it
+ * needs a journal or copy-on-write with a barrier before every in-place
+ * re-seal (gocryptfs has the same exposure).
  */
 #ifndef RKFS_FORMAT_H
 #define RKFS_FORMAT_H

@@ -106,6 +106,7 @@ struct rkfs_rekey_opts {
 	double wait;   /* seconds to keep retrying busy files */
 	bool list;     /* STATUS: list files on list_generation */
 	uint32_t list_generation;
+	bool repair;   /* VERIFY: repair what a crash left (rekeyfs/repair.h) */
 	struct rkfs_rekey_progress *progress; /* may be NULL */
 	volatile sig_atomic_t *stop;	      /* set: stop after in-flight */
 	uint64_t max_rate; /* bytes rewritten per second at most; 0: no cap */
@@ -147,6 +148,8 @@ struct rkfs_rekey_report {
 	struct rkfs_rekey_list failed;	/* path + reason */
 	struct rkfs_rekey_list busy;	/* path + reason */
 	struct rkfs_rekey_list skipped; /* changed under us, path + reason */
+	struct rkfs_rekey_list repaired; /* VERIFY with repair: path + what
+					  * was lost */
 	struct rkfs_rekey_list listed;	/* STATUS --generation, DRY_RUN */
 	size_t nbefore, nafter;
 	struct rkfs_rekey_gen_count *before; /* ascending by generation */
