@@ -787,6 +787,18 @@ static int seal_job(void *arg)
 	return seal_run(w, w->i0, w->i1, &w->bad);
 }
 
+static int seal_write_job(void *arg)
+{
+	struct wrange *w = arg;
+	int ret = seal_run(w, w->i0, w->i1, &w->bad);
+
+	if (ret == 0)
+		ret = rkfs_pwrite_full(w->fd, w->cbuf + wr_cpos(w, w->i0),
+				       wr_clen(w, w->i0, w->i1),
+				       (off_t)rkfs_block_offset(w->i0));
+	return ret;
+}
+
 static int write_job(void *arg)
 {
 	struct wrange *w = arg;
@@ -861,6 +873,36 @@ static ssize_t write_range(struct rkfs_file *f, int fd, const void *buf,
 	if (len >= PAR_MIN && last > w.first)
 		h = rkfs_sealer_claim(sealer);
 	mid = h ? w.first + (last - w.first + 1) / 2 : last + 1;
+	coff = rkfs_block_offset(w.first);
+	if (h && grows) {
+		/*
+		 * Growing (a sequential writer): whatever fails, the file is
+		 * cut back to its old size, so each half is written as soon
+		 * as it is sealed and the crypto of one overlaps the I/O of
+		 * the other.  What needs space is reserved first, as below.
+		 */
+		ret = reseal ? rkfs_file_reserve(
+				   fd, rkfs_block_offset(final_index(w.plain)),
+				   RKFS_CBLOCK_SIZE)
+		    : w.plain > 0 ? rkfs_file_reserve(fd, coff, clen)
+				  : 0;
+		if (ret < 0)
+			goto out;
+		w.i0 = mid;
+		w.i1 = last;
+		rkfs_helper_run(h, seal_write_job, &w);
+		ret = seal_run(&w, w.first, mid - 1, bad_block);
+		if (ret == 0)
+			ret = rkfs_pwrite_full(fd, w.cbuf, wr_cpos(&w, mid),
+					       (off_t)coff);
+		hret = rkfs_helper_wait(h);
+		if (ret == 0 && hret < 0) {
+			ret = hret;
+			if (bad_block && w.bad != UINT64_MAX)
+				*bad_block = w.bad;
+		}
+		goto written;
+	}
 	if (h) {
 		w.i0 = mid;
 		w.i1 = last;
@@ -877,7 +919,6 @@ static ssize_t write_range(struct rkfs_file *f, int fd, const void *buf,
 	}
 	if (ret < 0)
 		goto out;
-	coff = rkfs_block_offset(w.first);
 	/*
 	 * A full disk must fail the write before anything already in the
 	 * file is overwritten.  Blocks past the old end need nothing
@@ -905,6 +946,7 @@ static ssize_t write_range(struct rkfs_file *f, int fd, const void *buf,
 		if (ret == 0)
 			ret = hret;
 	}
+written:
 	if (ret < 0) {
 		if (grows &&
 		    ftruncate(fd, (off_t)rkfs_size_to_cipher(w.plain)) < 0)

@@ -184,9 +184,10 @@ static void test_same_as_write(const struct rkfs_keyring *kr,
 		pair_write(&p, buf, cases[i].len, cases[i].off, kr, s);
 		check_pair(&p);
 	}
-	/* Each large write ran a seal and a write on the helper. */
+	/* Each large write ran on the helper: a seal and then a write, or
+	 * one job that seals and writes when the file grows (3 of them). */
 	CHECK_EQ(rkfs_sealer_runs(s) - runs,
-		 helped ? 2 * sizeof(cases) / sizeof(cases[0]) : 0);
+		 helped ? 2 * sizeof(cases) / sizeof(cases[0]) - 3 : 0);
 	CHECK(!p.b.dense);
 
 	/* The old final block re-sealed separately: a write that starts
