@@ -1348,30 +1348,13 @@ int rkfs_file_reencrypt(struct rkfs_file *sf, int src, int dst,
 			const struct rkfs_header *nh, const unsigned char *nkey,
 			uint64_t *bad_block)
 {
-	struct reenc r = { .dst = dst, .nh = nh, .nkey = nkey };
-	unsigned char *fkey;
-	int ret;
+	int ret = rkfs_pwrite_full(dst, nh->raw, RKFS_HEADER_LEN, 0);
 
-	fkey = sodium_malloc(RKFS_KEY_LEN);
-	if (fkey == NULL)
-		return -ENOMEM;
-	rkfs_crypt_file_key(fkey, nh->file_id, nkey);
-	r.nkey = fkey;
-	r.cap = (size_t)CHUNK_BLOCKS * RKFS_CBLOCK_SIZE;
-	r.out = malloc(r.cap);
-	if (r.out == NULL) {
-		sodium_free(fkey);
-		return -ENOMEM;
-	}
-	ret = rkfs_pwrite_full(dst, nh->raw, RKFS_HEADER_LEN, 0);
 	if (ret == 0)
-		ret = walk_blocks(sf, src, reenc_emit, &r, bad_block);
-	if (ret == 0)
-		ret = reenc_flush(&r);
+		ret = rkfs_file_reencrypt_range(sf, src, dst, nh, nkey, 0,
+						UINT64_MAX, bad_block);
 	if (ret == 0 &&
 	    ftruncate(dst, (off_t)rkfs_size_to_cipher(sf->size)) < 0)
 		ret = -errno;
-	free(r.out);
-	sodium_free(fkey);
 	return ret;
 }
