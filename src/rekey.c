@@ -1009,6 +1009,23 @@ static void set_result(struct item *it, enum outcome r, char *reason)
 	it->reason = reason;
 }
 
+/*
+ * LOCK_EX|LOCK_NB on a file about to be rewritten.  A file a mount holds
+ * open is busy; any other failure fails it.  False (result set) when the
+ * lock was not taken.
+ */
+static bool lock_for_rewrite(struct item *it, int fd)
+{
+	if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+		return true;
+	if (errno == EWOULDBLOCK)
+		set_result(it, R_BUSY, xasprintf("open in a mount"));
+	else
+		set_result(it, R_FAILED,
+			   xasprintf("flock: %s", strerror(errno)));
+	return false;
+}
+
 static char *key_reason(const struct ctx *c, uint32_t gen, int err)
 {
 	const struct rkfs_generation *g = rkfs_keyring_find(c->kr, gen);
@@ -1327,16 +1344,8 @@ static void process_item(struct ctx *c, struct item *it, struct dcache *dc)
 			attempt--;
 			continue;
 		}
-		if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-			if (errno == EWOULDBLOCK)
-				set_result(it, R_BUSY,
-					   xasprintf("open in a mount"));
-			else
-				set_result(
-				    it, R_FAILED,
-				    xasprintf("flock: %s", strerror(errno)));
+		if (!lock_for_rewrite(it, fd))
 			goto out;
-		}
 		if (same_inode(dfd, base, &st))
 			break;
 		close(fd);
@@ -1518,14 +1527,8 @@ static int stage_item(struct ctx *c, struct item *it, struct dcache *dc,
 		ret = -EAGAIN;
 		goto out;
 	}
-	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-		if (errno == EWOULDBLOCK)
-			set_result(it, R_BUSY, xasprintf("open in a mount"));
-		else
-			set_result(it, R_FAILED,
-				   xasprintf("flock: %s", strerror(errno)));
+	if (!lock_for_rewrite(it, fd))
 		goto out;
-	}
 	if (!same_inode(dfd, base, &st)) {
 		ret = -EAGAIN;
 		goto out;
@@ -1619,14 +1622,8 @@ static int commit_item(struct ctx *c, struct staged *sg, int dfd)
 				     "during the rewrite"));
 		goto discard;
 	}
-	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-		if (errno == EWOULDBLOCK)
-			set_result(it, R_BUSY, xasprintf("open in a mount"));
-		else
-			set_result(it, R_FAILED,
-				   xasprintf("flock: %s", strerror(errno)));
+	if (!lock_for_rewrite(it, fd))
 		goto discard;
-	}
 	/* written since it was staged: start over with what it is now */
 	if (st.st_nlink > 1 || st.st_size != sg->size ||
 	    st.st_ctim.tv_sec != sg->ctime.tv_sec ||
