@@ -8,6 +8,9 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
 
 static int check_passed, check_failed;
 
@@ -43,6 +46,26 @@ static int check_passed, check_failed;
 			exit(99);                                             \
 		}                                                             \
 	} while (0)
+
+/* A read-write temp file, already unlinked. */
+static inline int tmpfile_fd(void)
+{
+	char path[] = "/tmp/rkfs-unit-XXXXXX";
+	int fd = mkstemp(path);
+
+	SETUP(fd >= 0);
+	unlink(path);
+	return fd;
+}
+
+/* The size of the file behind fd. */
+static inline off_t backing_size(int fd)
+{
+	struct stat st;
+
+	SETUP(fstat(fd, &st) == 0);
+	return st.st_size;
+}
 
 static inline int check_report(const char *name)
 {

@@ -42,16 +42,6 @@ static struct rkfs_keyring *make_keyring(int primary)
 	return kr;
 }
 
-static int tmpfile_fd(void)
-{
-	char path[] = "/tmp/rkfs-unit-XXXXXX";
-	int fd = mkstemp(path);
-
-	SETUP(fd >= 0);
-	unlink(path);
-	return fd;
-}
-
 static uint64_t xrand(uint64_t n)
 {
 	return n ? randombytes_uniform((uint32_t)n) : 0;

@@ -67,14 +67,6 @@ static uint64_t xrand(uint64_t n)
 	return n ? randombytes_uniform((uint32_t)n) : 0;
 }
 
-static off_t backing_size(int fd)
-{
-	struct stat st;
-
-	SETUP(fstat(fd, &st) == 0);
-	return st.st_size;
-}
-
 /* One file written by rkfs_file_write (a), one by write_mt (b), a model. */
 struct pair {
 	struct rkfs_file a, b;

@@ -41,24 +41,6 @@ static struct rkfs_keyring *make_keyring(void)
 	return kr;
 }
 
-static int tmpfile_fd(void)
-{
-	char path[] = "/tmp/rkfs-unit-XXXXXX";
-	int fd = mkstemp(path);
-
-	SETUP(fd >= 0);
-	unlink(path);
-	return fd;
-}
-
-static off_t backing_size(int fd)
-{
-	struct stat st;
-
-	SETUP(fstat(fd, &st) == 0);
-	return st.st_size;
-}
-
 static void test_stat_size(void)
 {
 	/* Valid sizes: exact, and the inverse of rkfs_size_to_cipher(). */

@@ -49,16 +49,6 @@ static struct rkfs_keyring *make_keyring(void)
 	return r;
 }
 
-static int tmpfile_fd(void)
-{
-	char path[] = "/tmp/rkfs-holes-XXXXXX";
-	int fd = mkstemp(path);
-
-	SETUP(fd >= 0);
-	unlink(path);
-	return fd;
-}
-
 /* A file written through the file layer: len bytes of data at off. */
 static int make(uint64_t off, size_t len)
 {

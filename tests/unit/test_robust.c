@@ -38,24 +38,6 @@ static struct rkfs_keyring *make_keyring(void)
 	return kr;
 }
 
-static int tmpfile_fd(void)
-{
-	char path[] = "/tmp/rkfs-unit-XXXXXX";
-	int fd = mkstemp(path);
-
-	SETUP(fd >= 0);
-	unlink(path);
-	return fd;
-}
-
-static off_t backing_size(int fd)
-{
-	struct stat st;
-
-	SETUP(fstat(fd, &st) == 0);
-	return st.st_size;
-}
-
 int main(void)
 {
 	static const uint64_t huge[] = {
