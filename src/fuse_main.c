@@ -1522,11 +1522,13 @@ int main(int argc, char **argv)
 		ret = fuse_session_loop_mt(se, &lc);
 	}
 	code = ret == 0 ? 0 : EXIT_FUSE;
+	/* Logged before STOPPING=1, so whoever watches for that finds
+	 * the line already there. */
+	rkfs_log(LOG_INFO, "unmounted %s from %s", backing, mnt);
 	notify("STOPPING=1");
 	rkfs_idle_stop();
 	stop_reload_thread();
 	fuse_remove_signal_handlers(se);
-	rkfs_log(LOG_INFO, "unmounted %s from %s", backing, mnt);
 out:
 	rkfs_se = NULL;
 	if (mounted)
