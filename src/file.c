@@ -25,6 +25,7 @@ struct scratch {
 	uint8_t *cbuf;
 	size_t ccap;
 	uint8_t block[RKFS_BLOCK_SIZE];
+	uint8_t *plain; /* sodium_malloc()ed block for whole-file walks */
 };
 
 static pthread_key_t scratch_key;
@@ -37,6 +38,8 @@ static void scratch_free(void *p)
 	if (s) {
 		free(s->cbuf);
 		sodium_memzero(s->block, sizeof(s->block));
+		if (s->plain)
+			sodium_free(s->plain);
 		free(s);
 	}
 }
@@ -1153,12 +1156,18 @@ static int walk_range(struct rkfs_file *f, int fd, uint64_t first,
 	if (i >= nblocks)
 		return 0;
 	s = scratch_get((size_t)CHUNK_BLOCKS * RKFS_CBLOCK_SIZE);
-	pbuf = sodium_malloc(RKFS_BLOCK_SIZE);
-	if (s == NULL || pbuf == NULL) {
-		if (pbuf)
-			sodium_free(pbuf);
+	if (s == NULL)
 		return -ENOMEM;
-	}
+	/*
+	 * Kept per thread: a sodium_malloc() per walk costs about ten
+	 * system calls, and its mprotect()s flush the TLBs of every CPU the
+	 * process runs on, which dominated the rewrite of small files.
+	 */
+	if (s->plain == NULL)
+		s->plain = sodium_malloc(RKFS_BLOCK_SIZE);
+	pbuf = s->plain;
+	if (pbuf == NULL)
+		return -ENOMEM;
 	while (i < nblocks) {
 		uint64_t d = next_data(fd, rkfs_block_offset(i)), n, cstart, cend;
 		ssize_t got;
@@ -1211,7 +1220,7 @@ static int walk_range(struct rkfs_file *f, int fd, uint64_t first,
 		}
 	}
 out:
-	sodium_free(pbuf);
+	sodium_memzero(pbuf, RKFS_BLOCK_SIZE);
 	return ret;
 }
 
@@ -1272,16 +1281,58 @@ struct reenc {
 	size_t cap;
 	uint64_t next; /* index after the last block emitted */
 	bool gaps;     /* a hole before it */
+	bool hdr;      /* nh->raw still to be written at 0 */
+	uint64_t end;  /* end of the last run written */
 };
 
+/* pwritev() of all of v, a short write finished piece by piece. */
+static int pwritev_full(int fd, const struct iovec *v, int n, off_t off)
+{
+	ssize_t done;
+
+	do
+		done = pwritev(fd, v, n, off);
+	while (done < 0 && errno == EINTR);
+	if (done < 0)
+		return -errno;
+	for (int i = 0; i < n; i++) {
+		size_t len = v[i].iov_len;
+		size_t skip = (size_t)done < len ? (size_t)done : len;
+		int ret = 0;
+
+		if (skip < len)
+			ret = rkfs_pwrite_full(fd,
+					       (const uint8_t *)v[i].iov_base +
+						   skip,
+					       len - skip, off + (off_t)skip);
+		if (ret < 0)
+			return ret;
+		done -= (ssize_t)skip;
+		off += (off_t)len;
+	}
+	return 0;
+}
+
+/* The header goes out with block 0 when there is one: one write less. */
 static int reenc_flush(struct reenc *r)
 {
+	uint64_t off = rkfs_block_offset(r->run_first);
 	int ret;
 
 	if (r->run_len == 0)
 		return 0;
-	ret = rkfs_pwrite_full(r->dst, r->out, r->run_len,
-			       (off_t)rkfs_block_offset(r->run_first));
+	if (r->hdr && r->run_first == 0) {
+		struct iovec v[2] = {
+			{(void *)r->nh->raw, RKFS_HEADER_LEN},
+			{r->out, r->run_len},
+		};
+
+		ret = pwritev_full(r->dst, v, 2, 0);
+		r->hdr = false;
+	} else {
+		ret = rkfs_pwrite_full(r->dst, r->out, r->run_len, (off_t)off);
+	}
+	r->end = off + r->run_len;
 	r->run_len = 0;
 	return ret;
 }
@@ -1314,47 +1365,64 @@ static int reenc_emit(void *arg, uint64_t index, const uint8_t *plain,
 	return 0;
 }
 
+static int reencrypt(struct reenc *r, struct rkfs_file *sf, int src,
+		     const unsigned char *nkey, uint64_t first, uint64_t count,
+		     uint64_t *bad_block)
+{
+	uint64_t nb = rkfs_block_count(sf->size);
+	unsigned char *fkey;
+	size_t need;
+	int ret;
+
+	fkey = key_alloc();
+	if (fkey == NULL)
+		return -ENOMEM;
+	rkfs_crypt_file_key(fkey, r->nh->file_id, nkey);
+	r->nkey = fkey;
+	/* a small file needs no 1 MiB buffer */
+	need = (size_t)CHUNK_BLOCKS * RKFS_CBLOCK_SIZE;
+	if (first < nb && nb - first < CHUNK_BLOCKS)
+		need = (size_t)(nb - first) * RKFS_CBLOCK_SIZE;
+	r->cap = need;
+	r->out = malloc(r->cap);
+	if (r->out == NULL) {
+		key_release(fkey);
+		return -ENOMEM;
+	}
+	ret = walk_range(sf, src, first,
+			 count > UINT64_MAX - first ? UINT64_MAX : first + count,
+			 reenc_emit, r, bad_block);
+	if (ret == 0)
+		ret = reenc_flush(r);
+	free(r->out);
+	key_release(fkey);
+	return ret;
+}
+
 int rkfs_file_reencrypt_range(struct rkfs_file *sf, int src, int dst,
 			      const struct rkfs_header *nh,
 			      const unsigned char *nkey, uint64_t first,
 			      uint64_t count, uint64_t *bad_block)
 {
-	struct reenc r = { .dst = dst, .nh = nh };
-	unsigned char *fkey;
-	int ret;
+	struct reenc r = {.dst = dst, .nh = nh};
 
-	fkey = sodium_malloc(RKFS_KEY_LEN);
-	if (fkey == NULL)
-		return -ENOMEM;
-	rkfs_crypt_file_key(fkey, nh->file_id, nkey);
-	r.nkey = fkey;
-	r.cap = (size_t)CHUNK_BLOCKS * RKFS_CBLOCK_SIZE;
-	r.out = malloc(r.cap);
-	if (r.out == NULL) {
-		sodium_free(fkey);
-		return -ENOMEM;
-	}
-	ret = walk_range(sf, src, first,
-			 count > UINT64_MAX - first ? UINT64_MAX : first + count,
-			 reenc_emit, &r, bad_block);
-	if (ret == 0)
-		ret = reenc_flush(&r);
-	free(r.out);
-	sodium_free(fkey);
-	return ret;
+	return reencrypt(&r, sf, src, nkey, first, count, bad_block);
 }
 
 int rkfs_file_reencrypt(struct rkfs_file *sf, int src, int dst,
 			const struct rkfs_header *nh, const unsigned char *nkey,
 			uint64_t *bad_block)
 {
-	int ret = rkfs_pwrite_full(dst, nh->raw, RKFS_HEADER_LEN, 0);
+	struct reenc r = {.dst = dst, .nh = nh, .hdr = true};
+	uint64_t size = rkfs_size_to_cipher(sf->size);
+	int ret = 0;
 
-	if (ret == 0)
-		ret = rkfs_file_reencrypt_range(sf, src, dst, nh, nkey, 0,
-						UINT64_MAX, bad_block);
-	if (ret == 0 &&
-	    ftruncate(dst, (off_t)rkfs_size_to_cipher(sf->size)) < 0)
+	if (sf->size)
+		ret = reencrypt(&r, sf, src, nkey, 0, UINT64_MAX, bad_block);
+	if (ret == 0 && r.hdr)
+		ret = rkfs_pwrite_full(dst, nh->raw, RKFS_HEADER_LEN, 0);
+	/* the final block is always written, so this is rarely needed */
+	if (ret == 0 && r.end != size && ftruncate(dst, (off_t)size) < 0)
 		ret = -errno;
 	return ret;
 }
