@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/xattr.h>
@@ -29,7 +30,7 @@
 #define COPY_CHUNK (1u << 20)
 #define SPLIT_MIN (8u << 20)	    /* plaintext: larger files are split */
 #define SLICE_BLOCKS 1024u	    /* 4 MiB of plaintext a slice */
-#define BATCH_FILES 256		    /* small files made durable together */
+#define BATCH_FILES 1024	    /* small files made durable together */
 #define BATCH_BYTES (16u << 20)	    /* plaintext of one batch at most */
 #define BATCH_MAX_FILE (1u << 20)   /* larger files go one by one */
 #define DIR_LOCK_TIMEOUT 5.0 /* seconds before a directory counts as busy */
@@ -1683,10 +1684,16 @@ discard:
 static void run_batch(struct ctx *c, struct item **v, size_t n,
 		      struct dcache *dc)
 {
-	struct staged sg[BATCH_FILES];
+	struct staged *sg = calloc(n, sizeof(*sg));
 	size_t ns = 0, i;
 	int dfd, ret;
 
+	if (sg == NULL) {
+		/* no memory for the batch: one by one */
+		for (i = 0; i < n && !stopping(c); i++)
+			process_item(c, v[i], dc);
+		return;
+	}
 	for (i = 0; i < n && !stopping(c); i++) {
 		ret = stage_item(c, v[i], dc, &sg[ns]);
 		if (ret == 1)
@@ -1695,7 +1702,7 @@ static void run_batch(struct ctx *c, struct item **v, size_t n,
 			process_item(c, v[i], dc);
 	}
 	if (ns == 0)
-		return;
+		goto out;
 	dfd = dcache_get(dc, c, sg[0].it->path, sg[0].it->base_off);
 	if (dfd < 0) {
 		for (i = 0; i < ns; i++) {
@@ -1704,7 +1711,7 @@ static void run_batch(struct ctx *c, struct item **v, size_t n,
 				   xasprintf("directory gone: %s",
 					     strerror(-dfd)));
 		}
-		return;
+		goto out;
 	}
 	/* one flush for the batch instead of one fsync per file */
 	ret = ns == 1 ? fsync(sg[0].tfd) : syncfs(sg[0].tfd);
@@ -1716,7 +1723,7 @@ static void run_batch(struct ctx *c, struct item **v, size_t n,
 			set_result(sg[i].it, R_FAILED,
 				   xasprintf("fsync: %s", strerror(e)));
 		}
-		return;
+		goto out;
 	}
 	for (i = 0; i < ns; i++)
 		if (commit_item(c, &sg[i], dfd) == -EAGAIN)
@@ -1725,6 +1732,8 @@ static void run_batch(struct ctx *c, struct item **v, size_t n,
 	dfd = dcache_get(dc, c, sg[0].it->path, sg[0].it->base_off);
 	if (dfd >= 0)
 		(void)fsync_fd_dir(dfd);
+out:
+	free(sg);
 }
 
 /* --- worker pool ------------------------------------------------------ */
@@ -1739,18 +1748,42 @@ struct pool {
 };
 
 /*
+ * Files one batch may hold.  A batch keeps every staged temp open until
+ * its commit, so all workers' batches together stay well inside the
+ * descriptor limit.  Batches are large so that, in a tree of directories
+ * with many files each, the workers rewrite different directories: the
+ * files created in one directory queue on its inode lock, which made a
+ * second worker in the same directory add nothing.
+ */
+static size_t batch_files(const struct ctx *c)
+{
+	struct rlimit rl;
+	size_t cap = BATCH_FILES;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+		uint64_t spare = rl.rlim_cur > 128 ? rl.rlim_cur - 128 : 0;
+
+		spare /= job_count(c) + 1;
+		if (spare < cap)
+			cap = spare > 16 ? (size_t)spare : 16;
+	}
+	return cap;
+}
+
+/*
  * How many items from todo[i] on go together: a run of small files in one
  * directory when rewriting, else one.
  */
 static size_t batch_len(const struct pool *p, size_t i)
 {
 	const struct item *a = p->todo[i];
+	size_t cap = batch_files(p->c);
 	uint64_t bytes = 0;
 	size_t n;
 
 	if (p->c->o->mode != RKFS_REKEY_REWRITE)
 		return 1;
-	for (n = 0; i + n < p->n && n < BATCH_FILES; n++) {
+	for (n = 0; i + n < p->n && n < cap; n++) {
 		const struct item *b = p->todo[i + n];
 
 		if (b->plain > BATCH_MAX_FILE || bytes + b->plain > BATCH_BYTES ||
