@@ -458,3 +458,27 @@ assert d["exit_status"] == 2 and "another rekeyfs-rekey" in d["error"], d
 	run "$REKEYFS_REKEY" --keyring "$KR" --max-rate 0 "$BACK"
 	[ "$status" -eq 2 ]
 }
+
+@test "rekey: batches of small files stay inside a low descriptor limit" {
+	rk_keyring "$KR" "" 1
+	rk_mount
+	mkdir "$MNT/many"
+	local i
+	for i in $(seq 1 400); do
+		printf 'file %s\n' "$i" >"$MNT/many/f$i"
+	done
+	local want
+	want=$(cd "$MNT" && find . -type f -exec sha256sum {} + | sort -k2)
+	rk_add_gen 2
+	rk_reload_to 2
+	# 400 temps of one directory open at once would not fit in 96
+	run bash -c 'ulimit -n 96 && exec "$0" --keyring "$1" --jobs 2 --json -q "$2"' \
+		"$REKEYFS_REKEY" "$KR" "$BACK"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[ "$(echo "$output" | json_get 'd["migrated"]')" = 400 ]
+	[ "$(echo "$output" | json_get 'd["failed"]')" = 0 ]
+	all_headers_on 2
+	[ "$(cd "$MNT" && find . -type f -exec sha256sum {} + | sort -k2)" = "$want" ]
+	[ -z "$(find "$BACK" -name '.rekeyfs-tmp*')" ]
+}
