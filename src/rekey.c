@@ -1625,7 +1625,14 @@ static int commit_item(struct ctx *c, struct staged *sg, int dfd)
 	}
 	if (!lock_for_rewrite(it, fd))
 		goto discard;
-	/* written since it was staged: start over with what it is now */
+	/*
+	 * Written since it was staged: start over with what it is now.  Size
+	 * and ctime alone cannot tell: a write in the same timestamp tick as
+	 * the last change before staging leaves ctime as it was on
+	 * filesystems with coarse timestamps, and that write would be lost.
+	 * Hashing 4 KiB..1 MiB of cached ciphertext costs little next to the
+	 * rest of a file's rewrite.
+	 */
 	if (st.st_nlink > 1 || st.st_size != sg->size ||
 	    st.st_ctim.tv_sec != sg->ctime.tv_sec ||
 	    st.st_ctim.tv_nsec != sg->ctime.tv_nsec ||
