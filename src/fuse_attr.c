@@ -288,6 +288,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 	struct fhandle *h = S_ISREG(n->type) ? fhandle_of(fi) : NULL;
 	struct fhandle *t = NULL;
 	struct stat st;
+	bool pinned;
 	int ret = 0;
 
 	if (to_set & FUSE_SET_ATTR_SIZE) {
@@ -300,14 +301,18 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 			 * that while it holds a file's lock. */
 			ret = io_open(req, n, O_RDWR, &t);
 	}
-	if (ret == 0)
+	/* (io_truncate() takes the node's lock for writing) */
+	pinned = ret == 0 && !(to_set & FUSE_SET_ATTR_SIZE) && io_pin(n);
+	if (ret == 0 && !pinned)
 		ret = parent_lock(n, &p);
-	if (ret == 0)
+	if (ret == 0 && !pinned)
 		ret = node_refresh(n);
 	if (ret >= 0 && (to_set & FUSE_SET_ATTR_SIZE))
 		ret = io_truncate(req, t ? t : h, attr->st_size);
 	if (ret >= 0)
 		ret = setattr_meta(req, n, h, attr, to_set);
+	if (pinned)
+		io_unpin(n);
 	parent_unlock(p);
 	io_close(t);
 	if (ret >= 0)
@@ -502,12 +507,15 @@ static int change_xattr(struct node *n, const char *name, const char *value,
 {
 	char proc[PROC_FD_LEN];
 	struct node *p = NULL;
+	bool pinned;
 	int fd, ret;
 
 	if (xattr_unsupported(name))
 		return -EOPNOTSUPP;
-	ret = parent_lock(n, &p);
-	if (ret == 0)
+	/* open: see io_pin() */
+	pinned = io_pin(n);
+	ret = pinned ? 0 : parent_lock(n, &p);
+	if (ret == 0 && !pinned)
 		ret = node_refresh(n);
 	if (ret >= 0) {
 		fd = node_fd_get(n);
@@ -518,6 +526,8 @@ static int change_xattr(struct node *n, const char *name, const char *value,
 		ret = ret < 0 ? -errno : 0;
 		node_fd_put(n);
 	}
+	if (pinned)
+		io_unpin(n);
 	parent_unlock(p);
 	return ret;
 }
