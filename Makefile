@@ -116,7 +116,7 @@ bench-rekey: all
 
 # Debian packages needed to build, run the tests and the demo.
 DEB_PKGS := gcc make pkg-config libfuse3-dev fuse3 libsodium-dev libinih-dev \
-            bats attr python3 util-linux clang
+            bats attr python3 util-linux clang strace
 
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do \

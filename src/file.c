@@ -812,6 +812,27 @@ static int write_job(void *arg)
 }
 
 /*
+ * Make the space a re-sealed old final block grows into, between the old
+ * end of the file and the new blocks right after it, part of the file:
+ * zeros, which read as the hole a crash would otherwise leave there.  The
+ * re-seal then only overwrites space the file has, and a full disk fails
+ * here, before any old data is touched (the caller cuts the file back).
+ * Unlike fallocate, this leaves the space to the filesystem's delayed
+ * allocation, in one extent with the blocks written after it.  Only for a
+ * write that starts at the block after the old final one: a write that
+ * leaves a hole reserves instead, keeping the hole sparse.
+ */
+static int fill_reseal_gap(int fd, uint64_t old_end, uint64_t coff)
+{
+	static const uint8_t zeros[RKFS_CBLOCK_SIZE];
+
+	if (coff <= old_end)
+		return 0;
+	return rkfs_pwrite_full(fd, zeros, (size_t)(coff - old_end),
+				(off_t)old_end);
+}
+
+/*
  * Large writes are split on a block boundary: a helper of the sealer
  * seals the second half while this thread seals the first; once both
  * are sealed (so an unreadable partial block still fails the write before
@@ -827,10 +848,10 @@ static ssize_t write_range(struct rkfs_file *f, int fd, const void *buf,
 	struct wrange w = { .f = f, .fd = fd, .in = buf, .off = off,
 			    .bad = UINT64_MAX };
 	struct rkfs_helper *h = NULL;
-	uint64_t last, mid, coff;
-	bool grows, reseal;
+	uint64_t last, mid, coff, old_end;
+	bool grows, reseal, adjacent;
 	struct scratch *s;
-	size_t clen;
+	size_t clen, pre;
 	int ret, hret;
 
 	if (len == 0)
@@ -877,6 +898,8 @@ static ssize_t write_range(struct rkfs_file *f, int fd, const void *buf,
 		h = rkfs_sealer_claim(sealer);
 	mid = h ? w.first + (last - w.first + 1) / 2 : last + 1;
 	coff = rkfs_block_offset(w.first);
+	old_end = rkfs_size_to_cipher(w.plain);
+	adjacent = reseal && w.first == final_index(w.plain) + 1;
 	if (h && grows) {
 		/*
 		 * Growing (a sequential writer): whatever fails, the file is
@@ -884,26 +907,35 @@ static ssize_t write_range(struct rkfs_file *f, int fd, const void *buf,
 		 * as it is sealed and the crypto of one overlaps the I/O of
 		 * the other.  What needs space is reserved first, as below.
 		 */
-		ret = reseal ? rkfs_file_reserve(
-				   fd, rkfs_block_offset(final_index(w.plain)),
-				   RKFS_CBLOCK_SIZE)
-		    : w.plain > 0 ? rkfs_file_reserve(fd, coff, clen)
-				  : 0;
+		pre = !reseal && w.plain > 0 ? old_end - coff : 0;
+		if (reseal && adjacent)
+			ret = fill_reseal_gap(fd, old_end, coff);
+		else if (reseal)
+			ret = rkfs_file_reserve(
+			    fd, rkfs_block_offset(final_index(w.plain)),
+			    RKFS_CBLOCK_SIZE);
+		else if (pre > wr_cpos(&w, mid))
+			ret = rkfs_file_reserve(fd, coff, clen);
 		if (ret < 0)
 			goto out;
+		if (pre > wr_cpos(&w, mid))
+			pre = 0; /* reserved: one pass */
 		w.i0 = mid;
 		w.i1 = last;
 		rkfs_helper_run(h, seal_write_job, &w);
 		ret = seal_run(&w, w.first, mid - 1, bad_block);
 		if (ret == 0)
-			ret = rkfs_pwrite_full(fd, w.cbuf, wr_cpos(&w, mid),
-					       (off_t)coff);
+			ret = rkfs_pwrite_full(fd, w.cbuf + pre,
+					       wr_cpos(&w, mid) - pre,
+					       (off_t)(coff + pre));
 		hret = rkfs_helper_wait(h);
 		if (ret == 0 && hret < 0) {
 			ret = hret;
 			if (bad_block && w.bad != UINT64_MAX)
 				*bad_block = w.bad;
 		}
+		if (ret == 0 && pre)
+			ret = rkfs_pwrite_full(fd, w.cbuf, pre, (off_t)coff);
 		goto written;
 	}
 	if (h) {
@@ -926,20 +958,38 @@ static ssize_t write_range(struct rkfs_file *f, int fd, const void *buf,
 	 * A full disk must fail the write before anything already in the
 	 * file is overwritten.  Blocks past the old end need nothing
 	 * reserved: if writing them fails, the file is cut back to its old
-	 * size.  What overwrites old data and may need new space is reserved
-	 * first: the re-sealed old final block (it grows into the space after
-	 * it), a range that starts inside the old data and grows the file,
-	 * and holes being filled.  Overwrites of existing blocks need none.
+	 * size.  A range that starts inside the old data and grows the file
+	 * is written in two parts, the part past the old end first: only
+	 * that part needs new space, and the part over old data is written
+	 * once it is in.  (Reserving instead, with fallocate, allocates each
+	 * write's blocks on the spot, away from the delayed allocation of
+	 * the rest: a file written in small appends ends up in one extent a
+	 * write, and deleting it costs a discard per extent.)  The re-sealed
+	 * old final block grows into the space after it: fill_reseal_gap().
+	 * Holes being filled are reserved first.  Overwrites of existing
+	 * blocks need nothing.
 	 */
-	if (reseal)
+	pre = 0;
+	if (reseal && adjacent)
+		ret = fill_reseal_gap(fd, old_end, coff);
+	else if (reseal)
 		ret = rkfs_file_reserve(fd, rkfs_block_offset(final_index(w.plain)),
 			      RKFS_CBLOCK_SIZE);
-	else if (grows ? w.plain > 0 : !f->dense)
+	else if (grows && w.plain > 0)
+		pre = old_end - coff;
+	else if (!grows && !f->dense)
 		ret = rkfs_file_reserve(fd, coff, clen);
 	else if (!grows)
 		warm_around(fd, coff, clen);
 	if (ret < 0)
 		goto out;
+	if (pre) { /* h is NULL: growing writes with a helper are above */
+		ret = rkfs_pwrite_full(fd, w.cbuf + pre, clen - pre,
+				       (off_t)(coff + pre));
+		if (ret == 0)
+			ret = rkfs_pwrite_full(fd, w.cbuf, pre, (off_t)coff);
+		goto written;
+	}
 	if (h)
 		rkfs_helper_run(h, write_job, &w);
 	ret = rkfs_pwrite_full(fd, w.cbuf, h ? wr_cpos(&w, mid) : clen,

@@ -288,6 +288,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 	struct fhandle *h = S_ISREG(n->type) ? fhandle_of(fi) : NULL;
 	struct fhandle *t = NULL;
 	struct stat st;
+	bool pinned;
 	int ret = 0;
 
 	if (to_set & FUSE_SET_ATTR_SIZE) {
@@ -300,14 +301,18 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 			 * that while it holds a file's lock. */
 			ret = io_open(req, n, O_RDWR, &t);
 	}
-	if (ret == 0)
+	/* (io_truncate() takes the node's lock for writing) */
+	pinned = ret == 0 && !(to_set & FUSE_SET_ATTR_SIZE) && io_pin(n);
+	if (ret == 0 && !pinned)
 		ret = parent_lock(n, &p);
-	if (ret == 0)
+	if (ret == 0 && !pinned)
 		ret = node_refresh(n);
 	if (ret >= 0 && (to_set & FUSE_SET_ATTR_SIZE))
 		ret = io_truncate(req, t ? t : h, attr->st_size);
 	if (ret >= 0)
 		ret = setattr_meta(req, n, h, attr, to_set);
+	if (pinned)
+		io_unpin(n);
 	parent_unlock(p);
 	io_close(t);
 	if (ret >= 0)
@@ -378,6 +383,76 @@ void op_statfs(fuse_req_t req, fuse_ino_t ino)
 
 /* ---- xattrs, through /proc/self/fd of the node's fd ---- */
 
+/*
+ * Names the mount does not support: it answers EOPNOTSUPP, as a
+ * filesystem without them does, and leaves them out of listings.
+ *  - POSIX ACLs: the kernel checks permissions on the mount from the mode
+ *    bits alone (rekeyfs does not declare FUSE_CAP_POSIX_ACL), so an ACL
+ *    stored through it would grant or deny nothing, only seem to; and an
+ *    ACL on a backing file acts on the backing tree, not on the mount.
+ *  - security.selinux: with SELinux on, the kernel answers for a FUSE
+ *    mount's labels itself (from the policy) and never asks the daemon;
+ *    with it off, the name means nothing.
+ * EOPNOTSUPP also tells programs to stop asking: `ls -l` and `cp -a`
+ * remember it per filesystem instead of asking every file twice.
+ */
+static bool xattr_unsupported(const char *name)
+{
+	return strcmp(name, "system.posix_acl_access") == 0 ||
+	       strcmp(name, "system.posix_acl_default") == 0 ||
+	       strcmp(name, "security.selinux") == 0;
+}
+
+/* Drop the unsupported names from a listxattr buffer; the new length. */
+static size_t xattr_filter(char *buf, size_t len)
+{
+	size_t in = 0, out = 0;
+
+	while (in < len) {
+		size_t n = strnlen(buf + in, len - in);
+
+		if (!xattr_unsupported(buf + in)) {
+			memmove(buf + out, buf + in, n);
+			buf[out + n] = '\0';
+			out += n + 1;
+		}
+		in += n + 1;
+	}
+	return out;
+}
+
+/* listxattr of the node's inode, without the unsupported names: the
+ * length of the list, or -errno (-ERANGE when it does not fit size). */
+static ssize_t list_xattr(const char *proc, char *out, size_t size)
+{
+	char *buf = NULL;
+	ssize_t len;
+
+	for (int tries = 0; tries < 8; tries++) {
+		len = listxattr(proc, NULL, 0);
+		if (len <= 0)
+			return len < 0 ? -errno : 0;
+		free(buf);
+		buf = malloc((size_t)len);
+		if (buf == NULL)
+			return -ENOMEM;
+		len = listxattr(proc, buf, (size_t)len);
+		if (len >= 0 || errno != ERANGE)
+			break;
+	}
+	if (len < 0) {
+		len = -errno;
+	} else {
+		len = (ssize_t)xattr_filter(buf, (size_t)len);
+		if (size && (size_t)len > size)
+			len = -ERANGE;
+		else if (size)
+			memcpy(out, buf, (size_t)len);
+	}
+	free(buf);
+	return len;
+}
+
 /* getxattr of name, or listxattr when name is NULL. */
 static void read_xattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 		       size_t size)
@@ -387,6 +462,10 @@ static void read_xattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 	ssize_t len;
 	int fd;
 
+	if (name && xattr_unsupported(name)) {
+		fuse_reply_err(req, EOPNOTSUPP);
+		return;
+	}
 	if (size && (buf = malloc(size)) == NULL) {
 		fuse_reply_err(req, ENOMEM);
 		return;
@@ -394,10 +473,13 @@ static void read_xattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 	fd = node_fd_get(n);
 	proc_fd_path(proc, sizeof(proc), fd);
 	/* A /proc/self/fd link: the node's inode (a symlink's own). */
-	len = name ? getxattr(proc, name, buf, size)
-		   : listxattr(proc, buf, size);
-	if (len < 0)
-		len = -errno;
+	if (name) {
+		len = getxattr(proc, name, buf, size);
+		if (len < 0)
+			len = -errno;
+	} else {
+		len = list_xattr(proc, buf, size);
+	}
 	node_fd_put(n);
 	if (len < 0)
 		fuse_reply_err(req, (int)-len);
@@ -425,10 +507,15 @@ static int change_xattr(struct node *n, const char *name, const char *value,
 {
 	char proc[PROC_FD_LEN];
 	struct node *p = NULL;
+	bool pinned;
 	int fd, ret;
 
-	ret = parent_lock(n, &p);
-	if (ret == 0)
+	if (xattr_unsupported(name))
+		return -EOPNOTSUPP;
+	/* open: see io_pin() */
+	pinned = io_pin(n);
+	ret = pinned ? 0 : parent_lock(n, &p);
+	if (ret == 0 && !pinned)
 		ret = node_refresh(n);
 	if (ret >= 0) {
 		fd = node_fd_get(n);
@@ -439,6 +526,8 @@ static int change_xattr(struct node *n, const char *name, const char *value,
 		ret = ret < 0 ? -errno : 0;
 		node_fd_put(n);
 	}
+	if (pinned)
+		io_unpin(n);
 	parent_unlock(p);
 	return ret;
 }

@@ -305,6 +305,18 @@ static inline struct fhandle *fhandle_of(const struct fuse_file_info *fi)
  */
 int io_open(fuse_req_t req, struct node *n, int flags, struct fhandle **hp);
 void io_close(struct fhandle *h);
+
+/*
+ * If n's file is open in the mount, keep it open (its handles' LOCK_SH
+ * held) until io_unpin(n) and return true; else false.  While a backing
+ * file is locked LOCK_SH, rekeyfs-rekey cannot be between copying its
+ * metadata and renaming its temp over it (it holds LOCK_EX on the file
+ * for all of that), so a metadata change to a pinned node needs neither
+ * the directory lock nor node_refresh().  Not across io_truncate() or
+ * anything else that takes n->lock for writing.
+ */
+bool io_pin(struct node *n);
+void io_unpin(struct node *n);
 /* Set the size of an open file (truncate, O_TRUNC). */
 int io_truncate(fuse_req_t req, struct fhandle *h, off_t size);
 

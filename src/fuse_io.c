@@ -502,6 +502,22 @@ void io_close(struct fhandle *h)
 	free(h);
 }
 
+bool io_pin(struct node *n)
+{
+	if (!S_ISREG(n->type))
+		return false;
+	pthread_rwlock_rdlock(&n->lock);
+	if (n->opens > 0)
+		return true; /* io_close() waits for the write lock */
+	pthread_rwlock_unlock(&n->lock);
+	return false;
+}
+
+void io_unpin(struct node *n)
+{
+	pthread_rwlock_unlock(&n->lock);
+}
+
 void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct node *n = node_of(ino);

@@ -53,6 +53,8 @@ static struct node root;
 static uint64_t synth_next = RKFS_SYNTH_INO;
 static size_t nodes_live;
 
+static void table_unlock(void);
+
 static size_t ino_hash(dev_t dev, ino_t ino)
 {
 	uint64_t h = (uint64_t)ino * 0x9e3779b97f4a7c15ULL ^ (uint64_t)dev;
@@ -148,7 +150,7 @@ void fd_budget_exhausted(void)
 		return;
 	pthread_mutex_lock(&table_mu);
 	live = nodes_live;
-	pthread_mutex_unlock(&table_mu);
+	table_unlock();
 	(void)getrlimit(RLIMIT_NOFILE, &rl);
 	rkfs_log(LOG_ERR,
 		 "out of file descriptors: the kernel holds %zu nodes and the "
@@ -247,6 +249,15 @@ static int set_name_locked(struct node *n, struct node *parent,
 	return 0;
 }
 
+/*
+ * Nodes freed while table_mu is held wait here, on the freeing thread,
+ * until table_unlock(): closing the last fd of an unlinked backing file
+ * is when the backing filesystem releases its blocks (tens of
+ * microseconds, more under journal pressure), and every other request
+ * would queue behind it on table_mu.
+ */
+static __thread struct node *graveyard;
+
 static void node_free_locked(struct node *n)
 {
 	unlink_chain(&by_ino[ino_hash(n->dev, n->ino)], n, CHAIN_OFF(next));
@@ -256,6 +267,13 @@ static void node_free_locked(struct node *n)
 	if (n->name)
 		unlink_chain(&by_name[name_hash(n->parent, n->name)], n,
 			     CHAIN_OFF(name_next));
+	nodes_live--;
+	n->next = graveyard;
+	graveyard = n;
+}
+
+static void node_destroy(struct node *n)
+{
 	free(n->name);
 	if (n->fd >= 0)
 		close(n->fd);
@@ -266,8 +284,22 @@ static void node_free_locked(struct node *n)
 	pthread_rwlock_destroy(&n->fdmu);
 	pthread_rwlock_destroy(&n->lock);
 	pthread_mutex_destroy(&n->dmu);
-	nodes_live--;
 	free(n);
+}
+
+/* Unlock the table, then destroy the nodes freed while it was held. */
+static void table_unlock(void)
+{
+	struct node *dead = graveyard;
+
+	graveyard = NULL;
+	pthread_mutex_unlock(&table_mu);
+	while (dead) {
+		struct node *n = dead;
+
+		dead = n->next;
+		node_destroy(n);
+	}
 }
 
 static void node_init(struct node *n, int fd, const struct stat *st)
@@ -302,7 +334,7 @@ int rkfs_nodes_init(int rootfd)
 	pthread_mutex_lock(&table_mu);
 	root.next = by_ino[ino_hash(st.st_dev, st.st_ino)];
 	by_ino[ino_hash(st.st_dev, st.st_ino)] = &root;
-	pthread_mutex_unlock(&table_mu);
+	table_unlock();
 	return 0;
 }
 
@@ -334,7 +366,7 @@ void rkfs_nodes_clear(void)
 		n->next = NULL;
 		node_free_locked(n);
 	}
-	pthread_mutex_unlock(&table_mu);
+	table_unlock();
 	if (root.fd >= 0)
 		close(root.fd);
 	if (root.dfd >= 0)
@@ -367,14 +399,14 @@ void node_hold(struct node *n)
 {
 	pthread_mutex_lock(&table_mu);
 	n->refs++;
-	pthread_mutex_unlock(&table_mu);
+	table_unlock();
 }
 
 void node_put(struct node *n)
 {
 	pthread_mutex_lock(&table_mu);
 	drop_locked(n);
-	pthread_mutex_unlock(&table_mu);
+	table_unlock();
 }
 
 void node_forget(struct node *n, uint64_t nlookup)
@@ -387,7 +419,7 @@ void node_forget(struct node *n, uint64_t nlookup)
 		n->refs++;
 		drop_locked(n);
 	}
-	pthread_mutex_unlock(&table_mu);
+	table_unlock();
 }
 
 static void fill_entry(struct fuse_entry_param *e, const struct node *n,
@@ -449,7 +481,7 @@ again:
 	}
 	if (cand) {
 		/* Perhaps the file a rekey replaced: rebind, look again. */
-		pthread_mutex_unlock(&table_mu);
+		table_unlock();
 		tried = true;
 		if (pinned_unlinked(cand))
 			(void)node_refresh(cand); /* -ESTALE: a new node */
@@ -460,21 +492,21 @@ again:
 	if (n) {
 		if (n->type != (st->st_mode & S_IFMT)) {
 			/* Cannot be: the node's fd pins its inode. */
-			pthread_mutex_unlock(&table_mu);
+			table_unlock();
 			close(pfd);
 			*err = -EIO;
 			return NULL;
 		}
 		n->nlookup++;
 		(void)set_name_locked(n, parent, name);
-		pthread_mutex_unlock(&table_mu);
+		table_unlock();
 		close(pfd);
 		fill_entry(e, n, st);
 		return n;
 	}
 	n = calloc(1, sizeof(*n));
 	if (n == NULL) {
-		pthread_mutex_unlock(&table_mu);
+		table_unlock();
 		close(pfd);
 		*err = -ENOMEM;
 		return NULL;
@@ -487,7 +519,7 @@ again:
 	by_ino[ino_hash(n->dev, n->ino)] = n;
 	nodes_live++;
 	(void)set_name_locked(n, parent, name);
-	pthread_mutex_unlock(&table_mu);
+	table_unlock();
 	fill_entry(e, n, st);
 	return n;
 }
@@ -562,7 +594,7 @@ int node_refresh(struct node *n)
 		name = strdup(n->name);
 		parent->refs++;
 	}
-	pthread_mutex_unlock(&table_mu);
+	table_unlock();
 	if (removed) {
 		ret = 0; /* unlinked through the mount, still open */
 		goto out;
@@ -587,7 +619,7 @@ int node_refresh(struct node *n)
 	}
 	pthread_mutex_lock(&table_mu);
 	if (find_ino(nst.st_dev, nst.st_ino) != NULL) {
-		pthread_mutex_unlock(&table_mu);
+		table_unlock();
 		close(pfd);
 		goto out;
 	}
@@ -603,7 +635,7 @@ int node_refresh(struct node *n)
 	}
 	old = n->fd;
 	n->fd = pfd;
-	pthread_mutex_unlock(&table_mu);
+	table_unlock();
 	ret = 1;
 out:
 	pthread_rwlock_unlock(&n->fdmu);
@@ -649,7 +681,7 @@ uint64_t node_shown_ino(dev_t dev, ino_t ino)
 	n = find_ino(dev, ino);
 	if (n)
 		shown = n->shown_ino;
-	pthread_mutex_unlock(&table_mu);
+	table_unlock();
 	return shown;
 }
 
@@ -663,7 +695,7 @@ void node_settle(struct node *parent, const char *name)
 		c->refs++;
 	else
 		c = NULL;
-	pthread_mutex_unlock(&table_mu);
+	table_unlock();
 	if (c == NULL)
 		return;
 	if (pinned_unlinked(c))
@@ -691,7 +723,7 @@ void node_removed(struct node *parent, const char *name,
 		if (S_ISDIR(st->st_mode) || st->st_nlink <= 1)
 			n->removed = true;
 	}
-	pthread_mutex_unlock(&table_mu);
+	table_unlock();
 }
 
 void node_moved(struct node *from, const char *name, struct node *to,
@@ -709,7 +741,7 @@ void node_moved(struct node *from, const char *name, struct node *to,
 	if (m && m != n && m->parent == from && m->name &&
 	    strcmp(m->name, name) == 0)
 		(void)set_name_locked(m, to, newname);
-	pthread_mutex_unlock(&table_mu);
+	table_unlock();
 }
 
 void node_exchanged(struct node *p1, const char *name1, struct node *p2,
@@ -734,7 +766,7 @@ void node_exchanged(struct node *p1, const char *name1, struct node *p2,
 		drop_locked(a);
 	if (b)
 		drop_locked(b);
-	pthread_mutex_unlock(&table_mu);
+	table_unlock();
 }
 
 char *node_path(struct node *n)
@@ -747,7 +779,7 @@ char *node_path(struct node *n)
 	for (struct node *c = n; c && c != &root && count < 256;
 	     c = c->parent) {
 		if (c->name == NULL) {
-			pthread_mutex_unlock(&table_mu);
+			table_unlock();
 			return NULL;
 		}
 		parts[count++] = c->name;
@@ -766,7 +798,7 @@ char *node_path(struct node *n)
 		if (count == 0)
 			strcpy(out, ".");
 	}
-	pthread_mutex_unlock(&table_mu);
+	table_unlock();
 	return out;
 }
 
@@ -818,7 +850,7 @@ int parent_lock(struct node *n, struct node **pp)
 		p = n->parent;
 		if (p)
 			p->refs++;
-		pthread_mutex_unlock(&table_mu);
+		table_unlock();
 		if (p == NULL)
 			return 0; /* the root, or removed: nothing to lock */
 		ret = dir_lock(p);
@@ -829,7 +861,7 @@ int parent_lock(struct node *n, struct node **pp)
 		/* Renamed meanwhile?  Then lock where it is now. */
 		pthread_mutex_lock(&table_mu);
 		same = n->parent == p;
-		pthread_mutex_unlock(&table_mu);
+		table_unlock();
 		if (same) {
 			*pp = p;
 			return 0;
@@ -872,7 +904,7 @@ void rkfs_nodes_sweep(void)
 				}
 			}
 		}
-		pthread_mutex_unlock(&table_mu);
+		table_unlock();
 		for (size_t i = 0; i < count; i++) {
 			if (pinned_unlinked(batch[i]))
 				(void)node_refresh(batch[i]);
@@ -910,7 +942,7 @@ size_t rkfs_nodes_open_generations(uint32_t **out)
 		}
 	}
 gathered:
-	pthread_mutex_unlock(&table_mu);
+	table_unlock();
 	gens = calloc(count ? count : 1, sizeof(*gens));
 	for (size_t i = 0; i < count; i++) {
 		struct node *n = all[i];

@@ -332,3 +332,28 @@ EOF
 	echo "before=$before after=$after"
 	[ "$after" -le "$before" ]
 }
+
+@test "a file written in small appends is not cut into one extent a write" {
+	command -v filefrag >/dev/null || skip "filefrag (e2fsprogs) is not installed"
+	echo x > "$BACK/probe"
+	filefrag "$BACK/probe" >/dev/null 2>&1 || skip "the backing filesystem has no FIEMAP"
+	rm -f "$BACK/probe"
+	# 300 appends of 1000 bytes: block-unaligned, each growing the file
+	# past a short final block (rewritten) or starting the block after
+	# it (re-sealed), as tar and most writers do
+	python3 - "$MNT/f" <<'PY'
+import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+for i in range(300):
+    os.write(fd, bytes([i % 251]) * 1000)
+os.close(fd)
+PY
+	sync
+	filefrag "$BACK/f"
+	[ "$(filefrag "$BACK/f" | awk '{ print $(NF-2) }')" -le 4 ]
+	python3 -c '
+import sys
+d = open(sys.argv[1], "rb").read()
+assert d == b"".join(bytes([i % 251]) * 1000 for i in range(300))
+' "$MNT/f"
+}

@@ -320,6 +320,58 @@ assert st.st_mtime_ns > 1600000000 * 10**9
 	[ "$(getfattr --only-values -n user.big "$MNT/f")" = "$v" ]
 }
 
+@test "ACLs and SELinux labels are not supported, and left out of listings" {
+	echo x > "$MNT/f"
+	mkdir "$MNT/d"
+	# (a default ACL on a file is the kernel's business: it refuses or
+	# ignores it before asking the filesystem)
+	for what in f:system.posix_acl_access f:security.selinux \
+		d:system.posix_acl_access d:system.posix_acl_default d:security.selinux; do
+		obj=${what%%:*} name=${what#*:}
+		{
+			run errno_of "os.getxattr('$MNT/$obj', '$name')"
+			[[ "$output" == EOPNOTSUPP || "$output" == ENOTSUP ]]
+			run errno_of "os.setxattr('$MNT/$obj', '$name', b'\x02\x00\x00\x00', 0)"
+			[[ "$output" == EOPNOTSUPP || "$output" == ENOTSUP ]]
+			run errno_of "os.removexattr('$MNT/$obj', '$name')"
+			[[ "$output" == EOPNOTSUPP || "$output" == ENOTSUP ]]
+		}
+	done
+	# a label or an ACL put on the backing file directly is not shown,
+	# and the size a listing asks for first matches the list
+	setfattr -n security.selinux -v label "$BACK/f"
+	setfattr -n user.kept -v 1 "$BACK/f"
+	"$PY" -c '
+import os, struct, sys
+e = lambda tag, perm, id: struct.pack("<HHI", tag, perm, id)
+acl = struct.pack("<I", 2) + e(1, 6, 0xffffffff) + e(2, 4, 65534) + \
+    e(4, 4, 0xffffffff) + e(0x10, 4, 0xffffffff) + e(0x20, 4, 0xffffffff)
+os.setxattr(sys.argv[1], "system.posix_acl_access", acl)
+' "$BACK/f"
+	getfattr -d -m - "$BACK/f" | grep -q posix_acl_access
+	[ "$("$PY" -c "import os; print(os.listxattr('$MNT/f'))")" = "['user.kept']" ]
+	[ "$("$PY" -c "
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+n = libc.listxattr(b'$MNT/f', None, 0)
+buf = ctypes.create_string_buffer(n)
+print(n, libc.listxattr(b'$MNT/f', buf, n), buf.raw)
+")" = "10 10 b'user.kept\x00'" ]
+	# only what is supported goes on
+	setfattr -n user.a -v 1 "$MNT/d"
+	[ "$(getfattr --only-values -n user.a "$MNT/d")" = 1 ]
+}
+
+@test "ls -l asks a filesystem once, not every file, for ACLs and labels" {
+	command -v strace >/dev/null || skip "strace is not installed"
+	mkdir "$MNT/d"
+	for i in $(seq 1 40); do echo "$i" > "$MNT/d/f$i"; done
+	strace -f -c -e trace=getxattr,lgetxattr -o "$RK_TMP/ls.strace" ls -l "$MNT/d" >/dev/null
+	cat "$RK_TMP/ls.strace"
+	calls=$(awk '$NF ~ /getxattr$/ { n += $4 } END { print n + 0 }' "$RK_TMP/ls.strace")
+	[ "$calls" -le 4 ]
+}
+
 @test "truncate and ftruncate shrink and grow; O_TRUNC moves to the primary" {
 	head -c 10000 /dev/urandom > "$RK_TMP/src"
 	cp "$RK_TMP/src" "$MNT/f"
