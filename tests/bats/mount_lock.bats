@@ -85,7 +85,8 @@ finishes() {
 	mkdir "$MNT/sub"
 	local op
 	for op in "touch $MNT/new" "mv $MNT/a $MNT/b" "rm $MNT/b" "mkdir $MNT/d2" \
-		"ln -s x $MNT/sl" "chmod 600 $MNT/new" "touch -d 2000-01-01 $MNT/new" \
+		"ln -s x $MNT/sl" "chmod 600 $MNT/new" \
+		"$PY -c 'import os; os.utime(\"$MNT/new\", (946684800, 946684800))'" \
 		"setfattr -n user.x -v 1 $MNT/new" "ln $MNT/new $MNT/sub/hl" "mv $MNT/new $MNT/sub/moved"; do
 		hold_lock -x "$BACK"
 		sh -c "$op" &
@@ -105,6 +106,22 @@ finishes() {
 	hold_lock -x "$BACK/sub"
 	timeout 10 touch "$MNT/free"
 	release_lock
+}
+
+@test "metadata changes to an open file do not wait for the directory lock" {
+	# Its handle's LOCK_SH keeps a rekey from rewriting it, so there is
+	# no copy of its metadata in flight to race with.
+	echo data > "$MNT/f"
+	exec 5< "$MNT/f"
+	hold_lock -x "$BACK"
+	timeout 10 chmod 600 "$MNT/f"
+	timeout 10 touch -d 2000-01-01 "$MNT/f"
+	timeout 10 setfattr -n user.x -v 1 "$MNT/f"
+	release_lock
+	exec 5<&-
+	[ "$(stat -c %a "$MNT/f")" = 600 ]
+	[ "$(stat -c %Y "$MNT/f")" = 946684800 ]
+	[ "$(getfattr --only-values -n user.x "$MNT/f")" = 1 ]
 }
 
 @test "reads keep going while another directory operation waits" {
