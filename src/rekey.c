@@ -454,13 +454,13 @@ static void classify(struct item *it, const struct rkfs_walk_file *f)
 {
 	struct rkfs_header h;
 
-	it->dev = f->st.st_dev;
-	it->ino = f->st.st_ino;
+	it->dev = f->dev;
+	it->ino = f->ino;
 	it->gen = 0;
 	it->hdr = H_BAD;
-	if (rkfs_size_to_plain(&it->plain, (uint64_t)f->st.st_size) < 0)
+	if (rkfs_size_to_plain(&it->plain, (uint64_t)f->size) < 0)
 		return;
-	if (f->st.st_size == 0) {
+	if (f->size == 0) {
 		it->hdr = H_NONE;
 		return;
 	}
@@ -1989,8 +1989,8 @@ static int on_search(void *arg, const struct rkfs_walk_dir *d,
 	size_t off;
 
 	for (size_t i = 0; i < n; i++) {
-		if ((uint64_t)v[i].st.st_dev != s->dev ||
-		    (uint64_t)v[i].st.st_ino != s->ino)
+		if ((uint64_t)v[i].dev != s->dev ||
+		    (uint64_t)v[i].ino != s->ino)
 			continue;
 		pthread_mutex_lock(&s->mu);
 		if (s->path == NULL)

@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -13,10 +14,11 @@
 
 #define DENTS_BUF (256u << 10) /* one getdents64 call, the top reader */
 #define DENTS_BUF_DEEP (32u << 10) /* a reader that descends itself */
-#define WALK_THREADS 32	       /* opens and reads in flight at once */
-#define WALK_GROUP 64	       /* files a task, a callback */
-#define MAX_QUEUED_FILES 4096  /* listed, not yet opened */
-#define MAX_QUEUED_TASKS 128   /* each holds its directory open */
+#define WALK_THREADS 16	       /* opens and reads in flight at once */
+#define WALK_GROUP 64	       /* files a task, a callback (default) */
+#define WALK_GROUP_MAX 128
+#define MAX_QUEUED_FILES 2048  /* listed, not yet opened */
+#define MAX_QUEUED_TASKS 32    /* each holds its directory open */
 #define MAX_QUEUED_DIRS 128    /* beyond: the reader descends itself */
 
 /* --- (dev, ino) set --------------------------------------------------- */
@@ -178,18 +180,15 @@ static int open_file(int dfd, const char *name)
 /* Open and read the files of one task; hand the regular ones on. */
 static void run_files(struct walk *w, struct ftask *t)
 {
-	struct rkfs_walk_file *v = malloc(t->n * sizeof(*v));
+	struct rkfs_walk_file v[WALK_GROUP_MAX];
 	int dfd = t->dir->pub.fd;
 	size_t k = 0;
 	int ret = 0;
 
-	if (v == NULL) {
-		walk_fail(w, -ENOMEM);
-		goto out;
-	}
 	for (size_t i = 0; i < t->n && !walk_over(w); i++) {
 		struct rkfs_walk_file *f = &v[k];
 		int fd = open_file(dfd, t->v[i].name);
+		struct stat st;
 
 		f->name = t->v[i].name;
 		f->nhdr = 0;
@@ -204,19 +203,21 @@ static void run_files(struct walk *w, struct ftask *t)
 			 * read, if it still is a regular file.
 			 */
 			if (fd == -ENOENT || fd == -ELOOP || fd == -ENXIO ||
-			    fstatat(dfd, f->name, &f->st,
-				    AT_SYMLINK_NOFOLLOW) < 0 ||
-			    !S_ISREG(f->st.st_mode))
+			    fstatat(dfd, f->name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+			    !S_ISREG(st.st_mode))
 				continue;
 			f->nhdr = fd;
-		} else if (fstat(fd, &f->st) < 0 || !S_ISREG(f->st.st_mode)) {
+		} else if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
 			close(fd); /* a fifo or device by now: not ours */
 			continue;
 		}
-		if (f->st.st_nlink > 1) {
+		f->dev = st.st_dev;
+		f->ino = st.st_ino;
+		f->size = st.st_size;
+		f->nlink = st.st_nlink;
+		if (f->nlink > 1) {
 			pthread_mutex_lock(&w->links_mu);
-			ret = rkfs_inoset_add(&w->links, f->st.st_dev,
-					      f->st.st_ino);
+			ret = rkfs_inoset_add(&w->links, f->dev, f->ino);
 			pthread_mutex_unlock(&w->links_mu);
 			if (ret <= 0) {
 				if (fd >= 0)
@@ -228,7 +229,7 @@ static void run_files(struct walk *w, struct ftask *t)
 				continue; /* another name of a file reported */
 			}
 		}
-		if (fd >= 0 && f->st.st_size > 0 && w->o->hdr_len) {
+		if (fd >= 0 && f->size > 0 && w->o->hdr_len) {
 			ssize_t got = rkfs_pread_full(fd, f->hdr,
 						      w->o->hdr_len, 0);
 
@@ -243,8 +244,6 @@ static void run_files(struct walk *w, struct ftask *t)
 		if (ret < 0)
 			walk_fail(w, ret);
 	}
-out:
-	free(v);
 	dir_put(t->dir);
 	free(t);
 }
@@ -278,10 +277,10 @@ static void push_files(struct walk *w, struct ftask *t)
 	pthread_mutex_unlock(&w->mu);
 }
 
+/* An entry of one listing: into the getdents buffer, until queued. */
 struct fref {
 	uint64_t ino;
 	const char *name;
-	size_t len;
 };
 
 static int cmp_ino(const void *a, const void *b)
@@ -302,7 +301,7 @@ static int queue_files(struct walk *w, struct wdir *d, struct fref *f,
 		char *p;
 
 		for (size_t j = 0; j < m; j++)
-			bytes += f[i + j].len + 1;
+			bytes += strlen(f[i + j].name) + 1;
 		t = malloc(sizeof(*t) + m * sizeof(t->v[0]) + bytes);
 		if (t == NULL)
 			return -ENOMEM;
@@ -312,10 +311,12 @@ static int queue_files(struct walk *w, struct wdir *d, struct fref *f,
 		dir_get(d);
 		p = (char *)&t->v[m];
 		for (size_t j = 0; j < m; j++, i++) {
-			memcpy(p, f[i].name, f[i].len + 1);
+			size_t len = strlen(f[i].name) + 1;
+
+			memcpy(p, f[i].name, len);
 			t->v[j].ino = f[i].ino;
 			t->v[j].name = p;
-			p += f[i].len + 1;
+			p += len;
 		}
 		push_files(w, t);
 	}
@@ -405,18 +406,25 @@ static void read_dir(struct walk *w, struct wdir *d, int depth)
 {
 	size_t size = depth ? DENTS_BUF_DEEP : DENTS_BUF;
 	size_t maxf = size / 24 + 1; /* the smallest dirent64 */
-	char *buf = malloc(size);
-	struct fref *f = malloc(maxf * sizeof(*f));
-	struct fref *sub = malloc(maxf * sizeof(*sub));
+	size_t total = size + maxf * sizeof(struct fref);
+	/*
+	 * mmap()ed, not malloc()ed: freed, malloc would keep the space in
+	 * its heap, and the peak memory would follow how many directories
+	 * happened to be read at once.  Files fill f from the front,
+	 * subdirectories from the back.
+	 */
+	char *buf = mmap(NULL, total, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	struct fref *f = (struct fref *)(buf + size), *sub = f + maxf;
 	int ret = 0;
 
-	if (buf == NULL || f == NULL || sub == NULL) {
+	if (buf == MAP_FAILED) {
 		walk_fail(w, -ENOMEM);
-		goto out;
+		return;
 	}
 	while (ret == 0 && !walk_over(w)) {
 		long got = syscall(SYS_getdents64, d->pub.fd, buf, size);
-		size_t nf = 0, ns = 0;
+		size_t nf = 0;
 
 		if (got < 0 && errno == EINTR)
 			continue;
@@ -456,23 +464,20 @@ static void read_dir(struct walk *w, struct wdir *d, int depth)
 							     : DT_LNK;
 			}
 			if (type == DT_REG)
-				f[nf++] = (struct fref){de->d_ino, name,
-							strlen(name)};
+				f[nf++] = (struct fref){de->d_ino, name};
 			else if (type == DT_DIR)
-				sub[ns++] = (struct fref){de->d_ino, name, 0};
+				*--sub = (struct fref){de->d_ino, name};
 			/* symlinks, fifos, sockets, devices: left alone */
 		}
 		if (ret == 0)
 			ret = queue_files(w, d, f, nf);
-		for (size_t i = 0; i < ns && ret == 0 && !walk_over(w); i++)
-			ret = queue_dir(w, d, sub[i].name, depth);
+		for (; sub < f + maxf && ret == 0 && !walk_over(w); sub++)
+			ret = queue_dir(w, d, sub->name, depth);
+		sub = f + maxf;
 	}
 	if (ret < 0)
 		walk_fail(w, ret);
-out:
-	free(buf);
-	free(f);
-	free(sub);
+	munmap(buf, total);
 }
 
 static void *walk_thread(void *arg)
@@ -541,7 +546,9 @@ static void drain(struct walk *w)
 int rkfs_walk(int rootfd, const struct rkfs_walk_ops *o)
 {
 	struct walk w = {.o = o,
-			 .group = o->group ? o->group : WALK_GROUP,
+			 .group = o->group && o->group < WALK_GROUP_MAX
+				      ? o->group
+				      : o->group ? WALK_GROUP_MAX : WALK_GROUP,
 			 .mu = PTHREAD_MUTEX_INITIALIZER,
 			 .cv = PTHREAD_COND_INITIALIZER,
 			 .links_mu = PTHREAD_MUTEX_INITIALIZER};

@@ -61,11 +61,15 @@ struct rkfs_walk_dir {
 /* One regular file, as the walk found it. */
 struct rkfs_walk_file {
 	const char *name;
-	struct stat st; /* fstat() of the opened file (or fstatat()) */
+	/* from fstat() of the opened file (or fstatat()) */
+	dev_t dev;
+	ino_t ino;
+	off_t size;
+	nlink_t nlink;
 	/*
 	 * Bytes read from offset 0 (at most hdr_len; 0 for an empty file),
-	 * or -errno when the file could not be opened or read (st is then
-	 * from fstatat()).
+	 * or -errno when the file could not be opened or read (the fields
+	 * above are then from fstatat()).
 	 */
 	int nhdr;
 	uint8_t hdr[RKFS_WALK_HDR_MAX];
