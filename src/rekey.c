@@ -26,6 +26,7 @@
 #include "rekeyfs/intent.h"
 #include "rekeyfs/meta.h"
 #include "rekeyfs/repair.h"
+#include "walk_i.h"
 
 #define COPY_CHUNK (1u << 20)
 #define SPLIT_MIN (8u << 20)	    /* plaintext: larger files are split */
@@ -62,25 +63,7 @@ struct item {
 	bool counted; /* bytes added to the progress */
 };
 
-struct leftover {
-	char *path;
-	size_t base_off;
-	bool intent;
-	bool keep; /* an intent that could not be replayed, or its temp */
-};
-
-struct inoset {
-	uint64_t *keys; /* pairs dev, ino; 0,0 = empty slot */
-	size_t cap, n;
-};
-
-struct scan {
-	struct item *v;
-	size_t n, cap;
-	struct leftover *lo;
-	size_t nlo, caplo;
-	struct inoset links;
-};
+struct workq;
 
 struct ctx {
 	const char *root;
@@ -89,11 +72,26 @@ struct ctx {
 	const struct rkfs_keyring *kr;
 	const struct rkfs_rekey_opts *o;
 	struct rkfs_rekey_report *rep;
-	struct scan *scan;  /* current scan, for inode look-ups */
-	struct inoset done; /* failed inodes: not retried in later passes */
-	struct scan lazy;   /* recovery: a scan made when a target moved */
+	/* rep, done, keep, retry and err, shared by the threads of a pass */
+	pthread_mutex_t mu;
+	struct rkfs_inoset done; /* failed inodes: not retried in later passes */
+	struct rkfs_rekey_list keep; /* leftovers that must stay */
+	struct item **retry;	     /* busy, to be tried again */
+	size_t nretry, capretry;
+	double deadline; /* of the retries of busy files */
+	int err;	 /* first error recording a result (-ENOMEM) */
 	pthread_mutex_t rate_mu;
 	double rate_next; /* --max-rate: when the bytes so far are paid for */
+};
+
+/* One walk of the tree (see run_pass()) and what it counted. */
+struct pass {
+	struct ctx *c;
+	struct workq *q; /* NULL: count only */
+	int no;		 /* 0: the first walk of the run */
+	struct rkfs_rekey_gen_count *gens;
+	size_t ngens;
+	uint64_t files, bad, remaining, queued;
 };
 
 static double now_sec(void)
@@ -165,72 +163,13 @@ static char *xasprintf(const char *fmt, ...)
 	return s;
 }
 
-/* --- a small (dev, ino) set ------------------------------------------- */
+/* --- directory lock stripes hash ------------------------------------ */
 
 static uint64_t ino_hash(uint64_t dev, uint64_t ino)
 {
 	uint64_t h = ino * 0x9e3779b97f4a7c15ull ^ dev * 0xc2b2ae3d27d4eb4full;
 
 	return h ^ (h >> 29);
-}
-
-static bool inoset_has(const struct inoset *s, dev_t dev, ino_t ino)
-{
-	size_t i;
-
-	if (s->cap == 0)
-		return false;
-	for (i = ino_hash(dev, ino) & (s->cap - 1);;
-	     i = (i + 1) & (s->cap - 1)) {
-		uint64_t *k = s->keys + 2 * i;
-
-		if (k[0] == 0 && k[1] == 0)
-			return false;
-		if (k[0] == (uint64_t)dev + 1 && k[1] == (uint64_t)ino)
-			return true;
-	}
-}
-
-/* Returns 1 if added, 0 if already there, -ENOMEM. */
-static int inoset_add(struct inoset *s, dev_t dev, ino_t ino)
-{
-	size_t i;
-
-	if (inoset_has(s, dev, ino))
-		return 0;
-	if ((s->n + 1) * 2 > s->cap) {
-		struct inoset g = {.cap = s->cap ? s->cap * 2 : 64};
-
-		g.keys = calloc(g.cap, 2 * sizeof(uint64_t));
-		if (g.keys == NULL)
-			return -ENOMEM;
-		for (i = 0; i < s->cap; i++) {
-			uint64_t *k = s->keys + 2 * i;
-
-			if (k[0] || k[1])
-				(void)inoset_add(&g, (dev_t)(k[0] - 1),
-						 (ino_t)k[1]);
-		}
-		free(s->keys);
-		*s = g;
-	}
-	for (i = ino_hash(dev, ino) & (s->cap - 1);;
-	     i = (i + 1) & (s->cap - 1)) {
-		uint64_t *k = s->keys + 2 * i;
-
-		if (k[0] == 0 && k[1] == 0) {
-			k[0] = (uint64_t)dev + 1;
-			k[1] = (uint64_t)ino;
-			s->n++;
-			return 1;
-		}
-	}
-}
-
-static void inoset_free(struct inoset *s)
-{
-	free(s->keys);
-	memset(s, 0, sizeof(*s));
 }
 
 /* --- report lists ----------------------------------------------------- */
@@ -442,17 +381,44 @@ static bool same_inode(int dfd, const char *name, const struct stat *st)
 	return now.st_dev == st->st_dev && now.st_ino == st->st_ino;
 }
 
+/*
+ * Temp names are RKFS_TMP_PREFIX, then 4 bytes (hex) that are the same
+ * for every temp this process makes, then 4 random bytes.  The walk that
+ * removes a crashed run's temps runs while this process's workers make
+ * their own, and must tell them apart without keeping a list of them.
+ */
+static pthread_once_t tag_once = PTHREAD_ONCE_INIT;
+static char tag_hex[9];
+
+static void tag_init(void)
+{
+	unsigned char t[4];
+
+	randombytes_buf(t, sizeof(t));
+	snprintf(tag_hex, sizeof(tag_hex), "%02x%02x%02x%02x", t[0], t[1],
+		 t[2], t[3]);
+}
+
+/* Was name (a reserved name) made by this process? */
+static bool temp_is_mine(const char *name)
+{
+	size_t pl = strlen(RKFS_TMP_PREFIX);
+
+	pthread_once(&tag_once, tag_init);
+	return strncmp(name, RKFS_TMP_PREFIX, pl) == 0 &&
+	       strncmp(name + pl, tag_hex, 8) == 0;
+}
+
 static int make_temp(int dfd, char *name, size_t size)
 {
-	unsigned char rnd[8];
+	unsigned char rnd[4];
 	int fd, tries;
 
+	pthread_once(&tag_once, tag_init);
 	for (tries = 0; tries < 8; tries++) {
 		randombytes_buf(rnd, sizeof(rnd));
-		snprintf(name, size,
-			 RKFS_TMP_PREFIX "%02x%02x%02x%02x%02x%02x%02x%02x",
-			 rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6],
-			 rnd[7]);
+		snprintf(name, size, RKFS_TMP_PREFIX "%s%02x%02x%02x%02x",
+			 tag_hex, rnd[0], rnd[1], rnd[2], rnd[3]);
 		fd = openat(dfd, name,
 			    O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
 			    0600);
@@ -462,21 +428,7 @@ static int make_temp(int dfd, char *name, size_t size)
 	return -EEXIST;
 }
 
-/* --- the scan --------------------------------------------------------- */
-
-static void scan_free(struct scan *s)
-{
-	for (size_t i = 0; i < s->n; i++) {
-		free(s->v[i].path);
-		free(s->v[i].reason);
-	}
-	for (size_t i = 0; i < s->nlo; i++)
-		free(s->lo[i].path);
-	free(s->v);
-	free(s->lo);
-	inoset_free(&s->links);
-	memset(s, 0, sizeof(*s));
-}
+/* --- what a walk found ------------------------------------------------ */
 
 static char *join(const char *dir, const char *name, size_t *base_off)
 {
@@ -491,214 +443,55 @@ static char *join(const char *dir, const char *name, size_t *base_off)
 	return p;
 }
 
-static int add_leftover(struct scan *s, const char *dir, const char *name)
+static void free_item(struct item *it)
 {
-	struct leftover *l;
-	size_t len = strlen(name), sl = strlen(RKFS_INTENT_SUFFIX);
-
-	if (s->nlo == s->caplo) {
-		size_t cap = s->caplo ? s->caplo * 2 : 16;
-		struct leftover *v = realloc(s->lo, cap * sizeof(*v));
-
-		if (v == NULL)
-			return -ENOMEM;
-		s->lo = v;
-		s->caplo = cap;
-	}
-	l = &s->lo[s->nlo];
-	memset(l, 0, sizeof(*l));
-	l->path = join(dir, name, &l->base_off);
-	if (l->path == NULL)
-		return -ENOMEM;
-	l->intent =
-	    len > sl && strcmp(name + len - sl, RKFS_INTENT_SUFFIX) == 0;
-	s->nlo++;
-	return 0;
+	free(it->path);
+	free(it->reason);
+	free(it);
 }
 
-/* Read the header of a regular file at dfd/name into it. */
-static void read_header(struct item *it, int dfd, const char *name,
-			const struct stat *st)
+/* The header state of a file from what the walk read of it. */
+static void classify(struct item *it, const struct rkfs_walk_file *f)
 {
-	uint8_t raw[RKFS_HEADER_LEN];
 	struct rkfs_header h;
-	ssize_t n;
-	int fd;
 
+	it->dev = f->dev;
+	it->ino = f->ino;
+	it->gen = 0;
 	it->hdr = H_BAD;
-	if (rkfs_size_to_plain(&it->plain, (uint64_t)st->st_size) < 0)
+	if (rkfs_size_to_plain(&it->plain, (uint64_t)f->size) < 0)
 		return;
-	if (st->st_size == 0) {
+	if (f->size == 0) {
 		it->hdr = H_NONE;
 		return;
 	}
-	fd = openat(dfd, name,
-		    O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOATIME);
-	if (fd < 0 && errno == EPERM)
-		fd = openat(dfd, name,
-			    O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-	if (fd < 0)
-		return;
-	n = rkfs_pread_full(fd, raw, sizeof(raw), 0);
-	close(fd);
-	if (n == (ssize_t)sizeof(raw) &&
-	    rkfs_header_parse(&h, raw, sizeof(raw)) == 0) {
+	if (f->nhdr == RKFS_HEADER_LEN &&
+	    rkfs_header_parse(&h, f->hdr, RKFS_HEADER_LEN) == 0) {
 		it->gen = h.generation;
 		it->hdr = H_OK;
 	}
 }
 
-static int scan_dir(struct ctx *c, struct scan *s, int dfd, const char *dir)
+/* Add to the per-generation counts, kept ascending by generation. */
+static int gens_add(struct rkfs_rekey_gen_count **v, size_t *n, uint32_t g,
+		    uint64_t files, uint64_t bytes)
 {
-	struct dirent *de;
-	DIR *d;
-	int fd, ret = 0;
+	struct rkfs_rekey_gen_count *nv;
+	size_t j;
 
-	fd = dup(dfd);
-	if (fd < 0)
-		return -errno;
-	d = fdopendir(fd);
-	if (d == NULL) {
-		close(fd);
-		return -errno;
+	for (j = 0; j < *n && (*v)[j].generation < g; j++)
+		;
+	if (j == *n || (*v)[j].generation != g) {
+		nv = realloc(*v, (*n + 1) * sizeof(*nv));
+		if (nv == NULL)
+			return -ENOMEM;
+		memmove(nv + j + 1, nv + j, (*n - j) * sizeof(*nv));
+		nv[j] = (struct rkfs_rekey_gen_count){g, 0, 0};
+		*v = nv;
+		(*n)++;
 	}
-	rewinddir(d); /* the dup shares its offset with earlier scans */
-	while ((de = readdir(d)) != NULL) {
-		const char *name = de->d_name;
-		struct stat st;
-
-		if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
-			continue;
-		if (rkfs_name_reserved(name)) {
-			if (strncmp(name, RKFS_TMP_PREFIX,
-				    strlen(RKFS_TMP_PREFIX)) == 0)
-				ret = add_leftover(s, dir, name);
-			if (ret < 0)
-				break;
-			continue;
-		}
-		if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-			continue; /* gone since readdir */
-		if (S_ISDIR(st.st_mode)) {
-			struct stat sub_st;
-			size_t off;
-			char *sub;
-			int sfd;
-
-			if (st.st_dev != c->rootdev)
-				continue; /* another mount: not ours */
-			sfd = openat(dfd, name,
-				     O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
-					 O_CLOEXEC);
-			if (sfd < 0)
-				continue;
-			sub = join(dir, name, &off);
-			if (sub == NULL) {
-				close(sfd);
-				ret = -ENOMEM;
-				break;
-			}
-			if (fstat(sfd, &sub_st) == 0 &&
-			    sub_st.st_ino == st.st_ino &&
-			    sub_st.st_dev == c->rootdev)
-				ret = scan_dir(c, s, sfd, sub);
-			free(sub);
-			close(sfd);
-			if (ret < 0)
-				break;
-		} else if (S_ISREG(st.st_mode)) {
-			struct item *it;
-
-			if (st.st_nlink > 1) {
-				ret =
-				    inoset_add(&s->links, st.st_dev, st.st_ino);
-				if (ret < 0)
-					break;
-				if (ret == 0)
-					continue; /* another name, same file */
-				ret = 0;
-			}
-			if (s->n == s->cap) {
-				size_t cap = s->cap ? s->cap * 2 : 256;
-				struct item *v =
-				    realloc(s->v, cap * sizeof(*v));
-
-				if (v == NULL) {
-					ret = -ENOMEM;
-					break;
-				}
-				s->v = v;
-				s->cap = cap;
-			}
-			it = &s->v[s->n];
-			memset(it, 0, sizeof(*it));
-			it->path = join(dir, name, &it->base_off);
-			if (it->path == NULL) {
-				ret = -ENOMEM;
-				break;
-			}
-			it->dev = st.st_dev;
-			it->ino = st.st_ino;
-			read_header(it, dfd, name, &st);
-			s->n++;
-		}
-		/* symlinks, fifos, sockets and devices are left alone */
-	}
-	closedir(d);
-	return ret;
-}
-
-static int scan_tree(struct ctx *c, struct scan *s)
-{
-	memset(s, 0, sizeof(*s));
-	return scan_dir(c, s, c->rootfd, "");
-}
-
-static int cmp_gen(const void *a, const void *b)
-{
-	const struct rkfs_rekey_gen_count *x = a, *y = b;
-
-	return x->generation < y->generation ? -1
-					     : x->generation > y->generation;
-}
-
-/* Per-generation counts of a scan; files with a bad header are left out. */
-static int count_gens(struct rkfs_rekey_gen_count **out, size_t *nout,
-		      const struct scan *s)
-{
-	struct rkfs_rekey_gen_count *v = NULL;
-	size_t n = 0, j;
-
-	*out = NULL;
-	*nout = 0;
-	for (size_t i = 0; i < s->n; i++) {
-		const struct item *it = &s->v[i];
-		uint32_t g = it->hdr == H_OK ? it->gen : 0;
-
-		if (it->hdr == H_BAD)
-			continue;
-		for (j = 0; j < n && v[j].generation != g; j++)
-			;
-		if (j == n) {
-			struct rkfs_rekey_gen_count *nv =
-			    realloc(v, (n + 1) * sizeof(*v));
-
-			if (nv == NULL) {
-				free(v);
-				return -ENOMEM;
-			}
-			v = nv;
-			v[n].generation = g;
-			v[n].files = v[n].bytes = 0;
-			n++;
-		}
-		v[j].files++;
-		v[j].bytes += it->plain;
-	}
-	if (n)
-		qsort(v, n, sizeof(*v), cmp_gen);
-	*out = v;
-	*nout = n;
+	(*v)[j].files += files;
+	(*v)[j].bytes += bytes;
 	return 0;
 }
 
@@ -1826,13 +1619,29 @@ out:
 
 /* --- worker pool ------------------------------------------------------ */
 
-struct pool {
-	struct ctx *c;
-	struct item **todo;
+/*
+ * Items reach the workers through a bounded queue, in groups of one
+ * directory as the walk found them, so that memory holds a window of the
+ * tree and never all of it.
+ */
+#define QUEUE_ITEMS (4 * BATCH_FILES) /* queued for the workers at most */
+
+struct group {
+	struct group *next;
 	size_t n;
-	size_t next;
-	int workers; /* ids handed out, for progress slots */
+	struct item *v[];
+};
+
+struct workq {
+	struct ctx *c;
 	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct group *head, *tail;
+	size_t items; /* queued */
+	bool closed;
+	int workers; /* ids handed out, for progress slots */
+	pthread_t *th;
+	unsigned started;
 };
 
 /*
@@ -1859,20 +1668,20 @@ static size_t batch_files(const struct ctx *c)
 }
 
 /*
- * How many items from todo[i] on go together: a run of small files in one
+ * How many items from v[0] on go together: a run of small files in one
  * directory when rewriting, else one.
  */
-static size_t batch_len(const struct pool *p, size_t i)
+static size_t batch_len(const struct ctx *c, struct item *const *v, size_t n)
 {
-	const struct item *a = p->todo[i];
-	size_t cap = batch_files(p->c);
+	const struct item *a = v[0];
+	size_t cap = batch_files(c);
 	uint64_t bytes = 0;
-	size_t n;
+	size_t k;
 
-	if (p->c->o->mode != RKFS_REKEY_REWRITE)
+	if (c->o->mode != RKFS_REKEY_REWRITE)
 		return 1;
-	for (n = 0; i + n < p->n && n < cap; n++) {
-		const struct item *b = p->todo[i + n];
+	for (k = 0; k < n && k < cap; k++) {
+		const struct item *b = v[k];
 
 		if (b->plain > BATCH_MAX_FILE || bytes + b->plain > BATCH_BYTES ||
 		    b->base_off != a->base_off ||
@@ -1880,92 +1689,299 @@ static size_t batch_len(const struct pool *p, size_t i)
 			break;
 		bytes += b->plain;
 	}
-	return n ? n : 1;
+	return k ? k : 1;
+}
+
+static bool in_busy(const struct rkfs_rekey_report *rep, const char *path)
+{
+	for (size_t b = 0; b < rep->busy.count; b++)
+		if (strcmp(rep->busy.v[b].path, path) == 0)
+			return true;
+	return false;
+}
+
+/* Count a finished item in the report.  Under c->mu. */
+static int record_item(struct ctx *c, struct item *it)
+{
+	struct rkfs_rekey_report *rep = c->rep;
+
+	switch (it->result) {
+	case R_MIGRATED:
+		rep->migrated++;
+		rep->bytes_rewritten += it->plain;
+		return 0;
+	case R_CURRENT:
+		rep->current++;
+		return 0;
+	case R_VERIFIED:
+		rep->verified++;
+		return 0;
+	case R_BUSY:
+		return list_add(&rep->busy, it->path, it->reason);
+	case R_FAILED:
+		(void)rkfs_inoset_add(&c->done, it->dev, it->ino);
+		return list_add(&rep->failed, it->path, it->reason);
+	case R_SKIPPED:
+		return list_add(&rep->skipped, it->path, it->reason);
+	case R_REPAIRED:
+		return list_add(&rep->repaired, it->path, it->reason);
+	case R_NONE:
+		break;
+	}
+	return 0;
+}
+
+/*
+ * An item is done with: recorded and freed, or kept for another try when
+ * it was busy and --wait has time left.
+ */
+static void finish_item(struct ctx *c, struct item *it)
+{
+	int ret = 0;
+
+	pthread_mutex_lock(&c->mu);
+	if (it->result == R_BUSY && c->o->wait > 0 && !stopping(c) &&
+	    now_sec() < c->deadline) {
+		if (c->nretry == c->capretry) {
+			size_t cap = c->capretry ? c->capretry * 2 : 16;
+			struct item **v = realloc(c->retry, cap * sizeof(*v));
+
+			if (v) {
+				c->retry = v;
+				c->capretry = cap;
+			}
+		}
+		if (c->nretry < c->capretry) {
+			c->retry[c->nretry++] = it;
+			pthread_mutex_unlock(&c->mu);
+			return;
+		}
+	}
+	ret = record_item(c, it);
+	if (ret < 0 && c->err == 0)
+		c->err = ret;
+	pthread_mutex_unlock(&c->mu);
+	free_item(it);
+}
+
+/*
+ * When rewriting, the groups queued next from the same directory join g,
+ * up to what one batch may hold: one syncfs for all of them, and the
+ * other workers go to other directories instead of queueing on this
+ * one's inode lock for their creates.  Under q->mu.
+ */
+static struct group *wq_merge(struct workq *q, struct group *g)
+{
+	size_t cap = batch_files(q->c);
+
+	if (q->c->o->mode != RKFS_REKEY_REWRITE)
+		return g;
+	while (q->head && g->n + q->head->n <= cap) {
+		struct group *h = q->head, *m;
+		const struct item *a = g->v[0], *b = h->v[0];
+
+		if (a->base_off != b->base_off ||
+		    strncmp(a->path, b->path, a->base_off) != 0)
+			break;
+		m = realloc(g, sizeof(*g) + (g->n + h->n) * sizeof(g->v[0]));
+		if (m == NULL)
+			break;
+		g = m;
+		memcpy(g->v + g->n, h->v, h->n * sizeof(h->v[0]));
+		g->n += h->n;
+		q->head = h->next;
+		if (q->head == NULL)
+			q->tail = NULL;
+		q->items -= h->n;
+		free(h);
+	}
+	return g;
+}
+
+static struct group *wq_pop(struct workq *q)
+{
+	struct group *g;
+
+	pthread_mutex_lock(&q->mu);
+	while (q->head == NULL && !q->closed)
+		pthread_cond_wait(&q->cv, &q->mu);
+	g = q->head;
+	if (g) {
+		q->head = g->next;
+		if (q->head == NULL)
+			q->tail = NULL;
+		q->items -= g->n;
+		g = wq_merge(q, g);
+		pthread_cond_broadcast(&q->cv);
+	}
+	pthread_mutex_unlock(&q->mu);
+	return g;
+}
+
+/* Queue a group; waits while the queue is full (the walk slows down). */
+static void wq_push(struct workq *q, struct group *g)
+{
+	pthread_mutex_lock(&q->mu);
+	while (q->items >= QUEUE_ITEMS && q->head)
+		pthread_cond_wait(&q->cv, &q->mu);
+	g->next = NULL;
+	if (q->tail)
+		q->tail->next = g;
+	else
+		q->head = g;
+	q->tail = g;
+	q->items += g->n;
+	pthread_cond_broadcast(&q->cv);
+	pthread_mutex_unlock(&q->mu);
 }
 
 static void *worker(void *arg)
 {
-	struct pool *p = arg;
+	struct workq *q = arg;
+	struct ctx *c = q->c;
 	struct dcache dc = {NULL, -1, -1};
-	int id = __atomic_fetch_add(&p->workers, 1, __ATOMIC_RELAXED);
+	int id = __atomic_fetch_add(&q->workers, 1, __ATOMIC_RELAXED);
+	struct group *g;
 
 	dc.slot = id < RKFS_REKEY_SLOTS ? id : -1;
+	while ((g = wq_pop(q)) != NULL) {
+		size_t i = 0, n;
 
-	for (;;) {
-		size_t i, n;
+		for (; i < g->n && !stopping(c); i += n) {
+			n = batch_len(c, g->v + i, g->n - i);
+			if (n == 1)
+				process_item(c, g->v[i], &dc);
+			else
+				run_batch(c, g->v + i, n, &dc);
+			for (size_t j = i; j < i + n; j++) {
+				struct item *it = g->v[j];
 
-		if (stopping(p->c))
-			break;
-		pthread_mutex_lock(&p->mu);
-		i = p->next;
-		n = i < p->n ? batch_len(p, i) : 0;
-		p->next += n;
-		pthread_mutex_unlock(&p->mu);
-		if (n == 0)
-			break;
-		if (n == 1)
-			process_item(p->c, p->todo[i], &dc);
-		else
-			run_batch(p->c, p->todo + i, n, &dc);
-		for (size_t j = i; j < i + n; j++) {
-			struct item *it = p->todo[j];
-
-			if (it->result != R_BUSY && it->result != R_NONE)
-				progress_add(p->c, 1,
-					     it->counted ? 0 : it->plain);
-			it->counted = false;
+				if (it->result != R_BUSY && it->result != R_NONE)
+					progress_add(c, 1,
+						     it->counted ? 0 : it->plain);
+				it->counted = false;
+				finish_item(c, it);
+			}
 		}
+		for (; i < g->n; i++)
+			free_item(g->v[i]); /* stopped: not started */
+		free(g);
 	}
 	dcache_drop(&dc);
 	return NULL;
 }
 
-static void run_pool(struct ctx *c, struct item **todo, size_t n)
+static void pool_start(struct workq *q, struct ctx *c)
 {
-	unsigned jobs = c->o->jobs;
-	pthread_t *th;
-	struct pool p = {.c = c, .todo = todo, .n = n};
-	unsigned started = 0;
+	unsigned jobs = job_count(c);
 
-	if (jobs == 0) {
-		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-
-		jobs = cpus > 0 ? (unsigned)cpus : 1;
-	}
-	if (jobs > n)
-		jobs = n ? (unsigned)n : 1;
-	pthread_mutex_init(&p.mu, NULL);
-	th = calloc(jobs, sizeof(*th));
-	if (th)
-		for (; started < jobs; started++)
-			if (pthread_create(&th[started], NULL, worker, &p) != 0)
+	memset(q, 0, sizeof(*q));
+	q->c = c;
+	pthread_mutex_init(&q->mu, NULL);
+	pthread_cond_init(&q->cv, NULL);
+	q->th = calloc(jobs, sizeof(*q->th));
+	if (q->th)
+		for (; q->started < jobs; q->started++)
+			if (pthread_create(&q->th[q->started], NULL, worker,
+					   q) != 0)
 				break;
-	if (started == 0)
-		worker(&p); /* no threads: do it here */
-	for (unsigned i = 0; i < started; i++)
-		pthread_join(th[i], NULL);
-	free(th);
-	pthread_mutex_destroy(&p.mu);
 }
 
-/* --- leftovers of a crashed run --------------------------------------- */
-
-static const struct item *find_inode(const struct scan *s, uint64_t dev,
-				     uint64_t ino)
+/* No more groups: let the workers finish what is queued, and end. */
+static void pool_finish(struct workq *q)
 {
-	for (size_t i = 0; i < s->n; i++)
-		if ((uint64_t)s->v[i].dev == dev &&
-		    (uint64_t)s->v[i].ino == ino)
-			return &s->v[i];
-	return NULL;
+	pthread_mutex_lock(&q->mu);
+	q->closed = true;
+	pthread_cond_broadcast(&q->cv);
+	pthread_mutex_unlock(&q->mu);
+	if (q->started == 0)
+		worker(q); /* no threads: do it here */
+	for (unsigned i = 0; i < q->started; i++)
+		pthread_join(q->th[i], NULL);
+	free(q->th);
+	pthread_mutex_destroy(&q->mu);
+	pthread_cond_destroy(&q->cv);
 }
 
-static struct leftover *find_leftover(struct scan *s, const char *path)
+/*
+ * Queue v[0..n) in groups of one directory (consecutive items), taking
+ * them over.  With no worker threads, run each group at once.
+ */
+static int queue_items(struct workq *q, struct item **v, size_t n)
 {
-	for (size_t i = 0; i < s->nlo; i++)
-		if (strcmp(s->lo[i].path, path) == 0)
-			return &s->lo[i];
-	return NULL;
+	struct rkfs_rekey_progress *p = q->c->o->progress;
+
+	for (size_t i = 0; i < n;) {
+		size_t k = batch_len(q->c, v + i, n - i);
+		struct group *g = malloc(sizeof(*g) + k * sizeof(g->v[0]));
+
+		if (g == NULL) {
+			for (; i < n; i++)
+				free_item(v[i]);
+			return -ENOMEM;
+		}
+		g->n = k;
+		memcpy(g->v, v + i, k * sizeof(g->v[0]));
+		if (p)
+			for (size_t j = 0; j < k; j++) {
+				__atomic_add_fetch(&p->files_total, 1,
+						   __ATOMIC_RELAXED);
+				__atomic_add_fetch(&p->bytes_total,
+						   v[i + j]->plain,
+						   __ATOMIC_RELAXED);
+			}
+		i += k;
+		if (q->started == 0) {
+			pthread_mutex_lock(&q->mu);
+			g->next = q->head;
+			q->head = g;
+			q->items += g->n;
+			q->closed = true;
+			pthread_mutex_unlock(&q->mu);
+			worker(q);
+			q->closed = false;
+		} else {
+			wq_push(q, g);
+		}
+	}
+	return 0;
+}
+
+/*
+ * Files that were busy, again and again until none is or --wait runs out
+ * (a pause between rounds); what stays busy is recorded as busy.
+ */
+static int retry_busy(struct ctx *c)
+{
+	struct workq q;
+	struct item **v;
+	size_t n;
+	int ret = 0;
+
+	for (;;) {
+		pthread_mutex_lock(&c->mu);
+		v = c->retry;
+		n = c->nretry;
+		c->retry = NULL;
+		c->nretry = c->capretry = 0;
+		pthread_mutex_unlock(&c->mu);
+		if (n == 0)
+			break;
+		if (stopping(c) || now_sec() >= c->deadline || ret < 0) {
+			/* out of time: busy it is */
+			c->deadline = 0;
+			for (size_t i = 0; i < n; i++)
+				finish_item(c, v[i]);
+			free(v);
+			continue;
+		}
+		sleep_sec(0.25);
+		pool_start(&q, c);
+		ret = queue_items(&q, v, n);
+		pool_finish(&q);
+		free(v);
+	}
+	return ret;
 }
 
 /* --- interrupted in-place rewrites ------------------------------------ */
@@ -2116,18 +2132,44 @@ bad:
 	return ret;
 }
 
-/* Where the scan saw the record's target inode, or NULL. */
-static const struct item *find_target(struct ctx *c,
-				      const struct rkfs_intent *in)
+struct search {
+	uint64_t dev, ino;
+	pthread_mutex_t mu;
+	char *path;
+};
+
+static int on_search(void *arg, const struct rkfs_walk_dir *d,
+		     struct rkfs_walk_file *v, size_t n)
 {
-	if (c->scan == NULL) {
-		if (scan_tree(c, &c->lazy) < 0) {
-			scan_free(&c->lazy);
-			return NULL;
-		}
-		c->scan = &c->lazy;
+	struct search *s = arg;
+	size_t off;
+
+	for (size_t i = 0; i < n; i++) {
+		if ((uint64_t)v[i].dev != s->dev ||
+		    (uint64_t)v[i].ino != s->ino)
+			continue;
+		pthread_mutex_lock(&s->mu);
+		if (s->path == NULL)
+			s->path = join(d->path, v[i].name, &off);
+		pthread_mutex_unlock(&s->mu);
+		return -ECANCELED; /* found: the walk can end */
 	}
-	return find_inode(c->scan, in->dev, in->ino);
+	return 0;
+}
+
+/* Where the record's target inode is in the tree now (malloc()ed), or NULL. */
+static char *find_target(struct ctx *c, const struct rkfs_intent *in)
+{
+	struct search s = {.dev = in->dev, .ino = in->ino,
+			   .mu = PTHREAD_MUTEX_INITIALIZER};
+	struct rkfs_walk_ops o = {.files = on_search, .arg = &s};
+	int e;
+
+	/* -ECANCELED when found; any other end: not found (NULL) */
+	e = rkfs_walk(c->rootfd, &o);
+	(void)e;
+	pthread_mutex_destroy(&s.mu);
+	return s.path;
 }
 
 /* How to finish a record's copy by hand, for messages. */
@@ -2266,16 +2308,16 @@ static enum replay replay_record(struct ctx *c, const char *name, bool force,
 		fd = -ENOENT;
 	}
 	if (fd < 0) {
-		const struct item *it = find_target(c, in);
+		char *where = find_target(c, in);
 
-		if (it == NULL)
+		if (where == NULL)
 			goto out; /* the file was removed: nothing to finish */
 		msg = xasprintf("the recorded path %s no longer leads to "
 				"the file (inode %" PRIu64 ", now at %s)",
-				in->target, in->ino, it->path);
+				in->target, in->ino, where);
 		/* by hand, through the path that is known to be safe */
 		free(in->target);
-		in->target = strdup(it->path);
+		in->target = where;
 		*why = by_hand(msg ? msg : "the file moved", name, in);
 		res = RP_REFUSED;
 		goto out;
@@ -2335,26 +2377,24 @@ out:
 }
 
 /*
- * A record outside the root: never written there by this version.  One of
- * ours of version 1 (older builds kept it next to its target) is refused
- * with the way to finish it by hand; anything else is a stray file.
+ * A record outside the root (dfd/path + base_off): never written there by
+ * this version.  One of ours of version 1 (older builds kept it next to
+ * its target) is refused with the way to finish it by hand; anything else
+ * is a stray file.
  */
-static bool legacy_record(struct ctx *c, struct leftover *lo, char **why)
+static bool legacy_record(struct ctx *c, int dfd, const char *path,
+			  size_t base_off, char **why)
 {
 	struct rkfs_intent in;
 	char *text = NULL;
 	struct stat st;
 	size_t len;
 	bool ours_v1 = false;
-	int dfd, fd;
+	int fd;
 
 	*why = NULL;
-	dfd = open_parent(c, lo->path, lo->base_off);
-	if (dfd < 0)
-		return false;
-	fd = openat(dfd, lo->path + lo->base_off,
+	fd = openat(dfd, path + base_off,
 		    O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-	close(dfd);
 	if (fd < 0)
 		return false;
 	if (fstat(fd, &st) == 0 && ours(&st, false) &&
@@ -2363,14 +2403,14 @@ static bool legacy_record(struct ctx *c, struct leftover *lo, char **why)
 	    rkfs_intent_parse(&in, text, len) == 0) {
 		ours_v1 = in.version == 1;
 		free(in.target);
-		in.target = xasprintf("%.*s%s", (int)lo->base_off, lo->path,
+		in.target = xasprintf("%.*s%s", (int)base_off, path,
 				      in.target ? in.target : "");
-		in.temp = strndup(lo->path, strlen(lo->path) -
-						strlen(RKFS_INTENT_SUFFIX));
+		in.temp = strndup(path, strlen(path) -
+					    strlen(RKFS_INTENT_SUFFIX));
 		if (ours_v1)
 			*why = by_hand("intent record of an older "
 				       "rekeyfs-rekey (version 1)",
-				       lo->path, &in);
+				       path, &in);
 		else
 			*why = xasprintf("intent record outside the backing "
 					 "root: ignored and removed");
@@ -2382,83 +2422,74 @@ static bool legacy_record(struct ctx *c, struct leftover *lo, char **why)
 	}
 	free(text);
 	close(fd);
+	(void)c;
 	return ours_v1;
 }
 
-static void clean_leftovers(struct ctx *c)
+static bool kept(const struct ctx *c, const char *path)
 {
-	struct scan *s = c->scan;
-	double wait = c->o->wait > 10 ? c->o->wait : 10;
+	for (size_t i = 0; i < c->keep.count; i++)
+		if (strcmp(c->keep.v[i].path, path) == 0)
+			return true;
+	return false;
+}
 
-	/* records first: they own their data temp until replayed */
-	for (size_t i = 0; i < s->nlo; i++) {
-		struct leftover *lo = &s->lo[i], *data;
-		struct rkfs_intent in;
-		char *why = NULL;
-		enum replay r;
+/*
+ * A reserved name met by the first walk of a run that holds the tree
+ * lock: a temp file or record left by a crashed run is removed, unless a
+ * record that could not be replayed still needs it.  Temps of this
+ * process (its workers run meanwhile) and the records in the root (dealt
+ * with before the walk, by replay_intents()) are left alone.  Everything
+ * else with RKFS_TMP_PREFIX is a crashed run's: the tree lock excludes
+ * any other run.
+ */
+static int on_reserved(void *arg, const struct rkfs_walk_dir *d,
+		       const char *name)
+{
+	struct ctx *c = ((struct pass *)arg)->c;
+	size_t len = strlen(name), sl = strlen(RKFS_INTENT_SUFFIX), off;
+	bool intent, keep;
+	char *path, *why = NULL;
 
-		if (!lo->intent)
-			continue;
-		if (lo->base_off) {
-			if (legacy_record(c, lo, &why)) {
-				char *stem = strndup(
-				    lo->path,
-				    strlen(lo->path) -
-					strlen(RKFS_INTENT_SUFFIX));
+	if (strncmp(name, RKFS_TMP_PREFIX, strlen(RKFS_TMP_PREFIX)) != 0 ||
+	    temp_is_mine(name))
+		return 0;
+	intent = len > sl && strcmp(name + len - sl, RKFS_INTENT_SUFFIX) == 0;
+	if (intent && *d->path == '\0')
+		return 0;
+	path = join(d->path, name, &off);
+	if (path == NULL)
+		return -ENOMEM;
+	if (intent) {
+		keep = legacy_record(c, d->fd, path, off, &why);
+	} else {
+		/* the data temp of a kept record, here or beside it */
+		char *rec = xasprintf("%s" RKFS_INTENT_SUFFIX, path);
+		struct stat st;
 
-				lo->keep = true;
-				data = stem ? find_leftover(s, stem) : NULL;
-				if (data)
-					data->keep = true;
-				free(stem);
-				(void)list_add(&c->rep->failed, lo->path, why);
-			} else if (why) {
-				(void)list_add(&c->rep->skipped, lo->path,
-					       why);
-			}
+		keep = kept(c, path);
+		if (!keep && rec &&
+		    fstatat(d->fd, rec + off, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+			keep = legacy_record(c, d->fd, rec, off, &why);
 			free(why);
-			continue;
+			why = NULL;
 		}
-		r = replay_record(c, lo->path, false, wait, &in, &why);
-		if (r == RP_DONE)
-			c->rep->resumed++;
-		if (r == RP_FOREIGN && why)
-			(void)list_add(&c->rep->skipped, lo->path, why);
-		if (r == RP_BUSY || r == RP_REFUSED || r == RP_FAILED) {
-			lo->keep = true;
-			data = in.temp ? find_leftover(s, in.temp) : NULL;
-			if (data)
-				data->keep = true;
-			if (in.ino)
-				(void)inoset_add(&c->done, (dev_t)in.dev,
-						 (ino_t)in.ino);
-			(void)list_add(
-			    &c->rep->failed, lo->path,
-			    r == RP_BUSY
-				? "interrupted rewrite cannot be finished: "
-				  "the file is open in a mount"
-				: why ? why
-				      : "interrupted rewrite cannot be "
-					"finished");
-		}
-		free(why);
-		rkfs_intent_free(&in);
+		free(rec);
 	}
-	for (size_t i = 0; i < s->nlo; i++) {
-		struct leftover *lo = &s->lo[i];
-		int dfd;
-
-		if (lo->keep)
-			continue;
-		dfd = open_parent(c, lo->path, lo->base_off);
-		if (dfd < 0)
-			continue;
-		if (unlinkat(dfd, lo->path + lo->base_off, 0) == 0) {
-			c->rep->temps_removed++;
-			(void)fsync_fd_dir(dfd);
-		}
-		close(dfd);
+	pthread_mutex_lock(&c->mu);
+	if (intent && why)
+		(void)list_add(keep ? &c->rep->failed : &c->rep->skipped, path,
+			       why);
+	pthread_mutex_unlock(&c->mu);
+	if (!keep && unlinkat(d->fd, name, 0) == 0) {
+		(void)fsync_fd_dir(d->fd);
+		pthread_mutex_lock(&c->mu);
+		c->rep->temps_removed++;
+		pthread_mutex_unlock(&c->mu);
 	}
+	free(why);
+	free(path);
+	return 0;
 }
 
 /* Names of the intent records in the root directory. */
@@ -2516,6 +2547,59 @@ static void free_names(char **names, size_t n)
 	free(names);
 }
 
+/*
+ * Before the first walk of a run that holds the tree lock: finish the
+ * interrupted in-place rewrites their records (in the root) describe.  A
+ * record that cannot be replayed is kept, with its data temp, and its
+ * target is not rewritten in this run; every other record is removed
+ * here, and its data temp by the walk like any stray temp.
+ */
+static int replay_intents(struct ctx *c)
+{
+	double wait = c->o->wait > 10 ? c->o->wait : 10;
+	char **names = NULL;
+	size_t n = 0;
+	int ret;
+
+	ret = list_intents(c->rootfd, &names, &n);
+	for (size_t i = 0; i < n && ret == 0; i++) {
+		struct rkfs_intent in;
+		char *why = NULL;
+		enum replay r;
+
+		r = replay_record(c, names[i], false, wait, &in, &why);
+		if (r == RP_DONE)
+			c->rep->resumed++;
+		if (r == RP_FOREIGN && why)
+			ret = list_add(&c->rep->skipped, names[i], why);
+		if (r == RP_BUSY || r == RP_REFUSED || r == RP_FAILED) {
+			ret = list_add(&c->keep, names[i], NULL);
+			if (ret == 0 && in.temp)
+				ret = list_add(&c->keep, in.temp, NULL);
+			if (ret == 0 && in.ino)
+				ret = rkfs_inoset_add(&c->done, (dev_t)in.dev,
+						      (ino_t)in.ino);
+			if (ret >= 0)
+				ret = list_add(
+				    &c->rep->failed, names[i],
+				    r == RP_BUSY
+					? "interrupted rewrite cannot be "
+					  "finished: the file is open in a "
+					  "mount"
+				    : why ? why
+					  : "interrupted rewrite cannot be "
+					    "finished");
+		} else if (unlinkat(c->rootfd, names[i], 0) == 0) {
+			c->rep->temps_removed++;
+			(void)fsync_fd_dir(c->rootfd);
+		}
+		free(why);
+		rkfs_intent_free(&in);
+	}
+	free_names(names, n);
+	return ret < 0 ? ret : 0;
+}
+
 /* Remove a handled intent record, then its data temp. */
 static void drop_intent(struct ctx *c, const char *iname,
 			const struct rkfs_intent *in)
@@ -2542,6 +2626,7 @@ int rkfs_rekey_recover(int rootfd, const char *root,
 	static const struct rkfs_rekey_opts ropts = {.mode = RKFS_REKEY_VERIFY};
 	struct rkfs_rekey_report rep;
 	struct ctx c = {.root = root, .kr = kr, .o = &ropts, .rep = &rep,
+			.mu = PTHREAD_MUTEX_INITIALIZER,
 			.rate_mu = PTHREAD_MUTEX_INITIALIZER};
 	char **names = NULL;
 	size_t n = 0;
@@ -2617,9 +2702,7 @@ out:
 	free_names(names, n);
 	if (lockfd >= 0)
 		close(lockfd);
-	if (c.scan == &c.lazy)
-		scan_free(&c.lazy);
-	inoset_free(&c.done);
+	rkfs_inoset_free(&c.done);
 	rkfs_rekey_report_free(&rep);
 	if (c.rootfd >= 0)
 		close(c.rootfd);
@@ -2628,10 +2711,30 @@ out:
 
 /* --- passes ----------------------------------------------------------- */
 
+/*
+ * One walk of the tree: counts what it finds and, when it works, hands
+ * the files that need work to the workers as it goes.  Nothing is kept of
+ * a file that needs none.
+ *
+ * Renames into a directory while it is being listed.  The workers rename
+ * a temp over a name the walk has already listed (they only get what the
+ * walk found), so a listing in progress sees that name's directory entry
+ * change its inode.  On ext4 and XFS the entry keeps its place in the
+ * listing (hash or offset order), so it is not listed again; where a
+ * filesystem does list it again (it gives the renamed name a new place,
+ * as btrfs before 6.5 does), it comes with the new inode, which is on the
+ * primary: it is counted but never queued again, so no file is rewritten
+ * twice.  Queued twice anyway (a listing that repeats an entry for
+ * another reason), the second rewrite finds the inode changed and skips
+ * it.  Renames by the workers never move other entries, so they make no
+ * file be missed; files that users rename during the run may be, and the
+ * walks after the first (up to MAX_PASSES) pick them up under their new
+ * names.  The temps themselves are reserved names: never files to the
+ * walk.
+ */
+
 static bool needs_work(const struct ctx *c, const struct item *it)
 {
-	if (inoset_has(&c->done, it->dev, it->ino))
-		return false;
 	switch (c->o->mode) {
 	case RKFS_REKEY_VERIFY:
 		return it->hdr != H_NONE;
@@ -2643,146 +2746,171 @@ static bool needs_work(const struct ctx *c, const struct item *it)
 	}
 }
 
-/* Process todo, retrying busy files until the wait runs out; record. */
-static void work_pass(struct ctx *c, struct item **todo, size_t n,
-		      double deadline)
+/* STATUS and DRY_RUN: the lists and counts of one file.  Under c->mu. */
+static int look_at(struct ctx *c, const struct item *it,
+		   const struct rkfs_walk_dir *d, const char *name)
 {
-	size_t nb;
-
-	for (;;) {
-		run_pool(c, todo, n);
-		nb = 0;
-		for (size_t i = 0; i < n; i++)
-			if (todo[i]->result == R_BUSY)
-				todo[nb++] = todo[i];
-		if (nb == 0 || stopping(c) || now_sec() >= deadline)
-			break;
-		sleep_sec(0.25);
-		n = nb;
-	}
-}
-
-static bool in_busy(const struct rkfs_rekey_report *rep, const char *path)
-{
-	for (size_t b = 0; b < rep->busy.count; b++)
-		if (strcmp(rep->busy.v[b].path, path) == 0)
-			return true;
-	return false;
-}
-
-static int record(struct ctx *c, struct scan *s)
-{
+	const struct rkfs_rekey_opts *o = c->o;
+	const struct rkfs_keyring *kr = c->kr;
 	struct rkfs_rekey_report *rep = c->rep;
-	int ret = 0;
+	char *path, *why = NULL;
+	size_t off;
+	int e, ret = 0;
 
-	for (size_t i = 0; i < s->n && ret == 0; i++) {
-		struct item *it = &s->v[i];
-
-		switch (it->result) {
-		case R_MIGRATED:
-			rep->migrated++;
-			rep->bytes_rewritten += it->plain;
-			break;
-		case R_CURRENT:
-			rep->current++;
-			break;
-		case R_VERIFIED:
-			rep->verified++;
-			break;
-		case R_BUSY:
-			ret = list_add(&rep->busy, it->path, it->reason);
-			break;
-		case R_FAILED:
-			(void)inoset_add(&c->done, it->dev, it->ino);
-			ret = list_add(&rep->failed, it->path, it->reason);
-			break;
-		case R_SKIPPED:
-			ret = list_add(&rep->skipped, it->path, it->reason);
-			break;
-		case R_REPAIRED:
-			ret = list_add(&rep->repaired, it->path, it->reason);
-			break;
-		case R_NONE:
-			break;
-		}
+	if (o->mode == RKFS_REKEY_DRY_RUN &&
+	    (it->hdr == H_NONE || (it->hdr == H_OK && it->gen == kr->primary)))
+		rep->current++;
+	if (!(o->mode == RKFS_REKEY_STATUS && o->list &&
+	      ((it->hdr == H_OK && it->gen == o->list_generation) ||
+	       (it->hdr == H_NONE && o->list_generation == 0))) &&
+	    !(o->mode == RKFS_REKEY_DRY_RUN &&
+	      (it->hdr == H_BAD ||
+	       (it->hdr == H_OK && it->gen != kr->primary))))
+		return 0;
+	path = join(d->path, name, &off);
+	if (path == NULL)
+		return -ENOMEM;
+	if (o->mode == RKFS_REKEY_STATUS) {
+		ret = list_add(&rep->listed, path, NULL);
+	} else if (it->hdr == H_BAD) {
+		ret = list_add(&rep->failed, path,
+			       "corrupt: impossible size or bad header");
+	} else if (rkfs_keyring_find(kr, it->gen) == NULL ||
+		   (rkfs_keyring_key(kr, it->gen, &e) == NULL &&
+		    rkfs_keyring_find(kr, it->gen)->state !=
+			RKFS_GEN_ENABLED)) {
+		why = key_reason(c, it->gen, -ENOKEY);
+		ret = list_add(&rep->failed, path, why);
+	} else {
+		why = xasprintf("generation %u -> %u", it->gen, kr->primary);
+		ret = list_add(&rep->listed, path, why);
+		rep->would_rewrite++;
 	}
+	free(why);
+	free(path);
 	return ret;
 }
 
-static int run_work(struct ctx *c, struct scan *s)
+static int on_files(void *arg, const struct rkfs_walk_dir *d,
+		    struct rkfs_walk_file *v, size_t n)
 {
-	struct rkfs_rekey_report *rep = c->rep;
-	double deadline = now_sec() + (c->o->wait > 0 ? c->o->wait : 0);
-	struct item **todo;
-	int ret = 0, pass;
+	struct pass *p = arg;
+	struct ctx *c = p->c;
+	struct item **todo = NULL, it;
+	size_t nt = 0;
+	int ret = 0;
 
-	for (pass = 0; pass < MAX_PASSES; pass++) {
-		size_t n = 0;
+	pthread_mutex_lock(&c->mu);
+	for (size_t i = 0; i < n && ret == 0; i++) {
+		struct item *w;
 
-		todo = malloc((s->n ? s->n : 1) * sizeof(*todo));
-		if (todo == NULL)
-			return -ENOMEM;
-		for (size_t i = 0; i < s->n; i++) {
-			if (pass == 0 && c->o->mode == RKFS_REKEY_REWRITE &&
-			    !needs_work(c, &s->v[i]) &&
-			    !inoset_has(&c->done, s->v[i].dev, s->v[i].ino))
-				s->v[i].result = R_CURRENT;
-			if (needs_work(c, &s->v[i]) &&
-			    (pass == 0 || !in_busy(rep, s->v[i].path)))
-				todo[n++] = &s->v[i];
+		memset(&it, 0, sizeof(it));
+		classify(&it, &v[i]);
+		p->files++;
+		if (it.hdr == H_BAD)
+			p->bad++;
+		else
+			ret = gens_add(&p->gens, &p->ngens,
+				       it.hdr == H_OK ? it.gen : 0, 1, it.plain);
+		if (it.hdr == H_BAD ||
+		    (c->kr && it.hdr == H_OK && it.gen != c->kr->primary))
+			p->remaining++;
+		if (ret == 0 && (c->o->mode == RKFS_REKEY_STATUS ||
+				 c->o->mode == RKFS_REKEY_DRY_RUN))
+			ret = look_at(c, &it, d, v[i].name);
+		if (ret < 0 || p->q == NULL ||
+		    rkfs_inoset_has(&c->done, it.dev, it.ino))
+			continue;
+		if (!needs_work(c, &it)) {
+			if (c->o->mode == RKFS_REKEY_REWRITE && p->no == 0)
+				c->rep->current++;
+			continue;
 		}
-		if (c->o->progress && pass == 0) {
-			uint64_t b = 0;
-
-			for (size_t i = 0; i < n; i++)
-				b += todo[i]->plain;
-			c->o->progress->files_total = n;
-			c->o->progress->bytes_total = b;
-			c->o->progress->phase = 1;
-		} else if (c->o->progress) {
-			for (size_t i = 0; i < n; i++) {
-				__atomic_add_fetch(&c->o->progress->files_total,
-						   1, __ATOMIC_RELAXED);
-				__atomic_add_fetch(&c->o->progress->bytes_total,
-						   todo[i]->plain,
-						   __ATOMIC_RELAXED);
+		/* stopped: still counted, no longer queued */
+		if (stopping(c))
+			continue;
+		w = malloc(sizeof(*w));
+		if (w)
+			*w = it;
+		if (w == NULL ||
+		    (w->path = join(d->path, v[i].name, &w->base_off)) ==
+			NULL) {
+			free(w);
+			ret = -ENOMEM;
+			break;
+		}
+		/* busy until --wait ran out: not again in this run */
+		if (p->no > 0 && in_busy(c->rep, w->path)) {
+			free_item(w);
+			continue;
+		}
+		if (todo == NULL) {
+			todo = malloc(n * sizeof(*todo));
+			if (todo == NULL) {
+				free_item(w);
+				ret = -ENOMEM;
+				break;
 			}
 		}
-		if (n)
-			work_pass(c, todo, n, deadline);
-		free(todo);
-		ret = record(c, s);
-		if (ret < 0)
-			return ret;
-		if (c->o->mode != RKFS_REKEY_REWRITE)
-			return 0;
-		/* the "after" scan; it also finds files renamed mid-run */
-		scan_free(s);
-		ret = scan_tree(c, s);
-		if (ret < 0)
-			return ret;
-		c->scan = s;
-		if (stopping(c) || n == 0)
-			break;
-		n = 0;
-		for (size_t i = 0; i < s->n; i++)
-			if (needs_work(c, &s->v[i]) &&
-			    !in_busy(rep, s->v[i].path))
-				n++;
-		if (n == 0)
-			break;
-		/* files renamed mid-run turned up under new names: go again */
+		todo[nt++] = w;
 	}
-	free(rep->after);
-	ret = count_gens(&rep->after, &rep->nafter, s);
-	if (ret < 0)
-		return ret;
-	rep->remaining = 0;
-	for (size_t i = 0; i < s->n; i++)
-		if (s->v[i].hdr == H_BAD ||
-		    (s->v[i].hdr == H_OK && s->v[i].gen != c->kr->primary))
-			rep->remaining++;
-	return 0;
+	p->queued += nt;
+	pthread_mutex_unlock(&c->mu);
+	/* outside c->mu: the workers need it to record results */
+	if (nt && ret == 0)
+		ret = queue_items(p->q, todo, nt);
+	else
+		for (size_t i = 0; i < nt; i++)
+			free_item(todo[i]);
+	free(todo);
+	return ret;
+}
+
+/*
+ * One walk; with work, the workers run alongside and busy files are
+ * retried after it.  Counts land in p.
+ */
+static int run_pass(struct ctx *c, struct pass *p, bool work, bool clean)
+{
+	struct rkfs_rekey_progress *pr = c->o->progress;
+	struct rkfs_walk_ops o = {
+	    .files = on_files,
+	    .reserved = clean ? on_reserved : NULL,
+	    .hdr_len = RKFS_HEADER_LEN,
+	};
+	struct workq q;
+	int ret, e;
+
+	p->c = c;
+	o.arg = p;
+	if (work) {
+		pool_start(&q, c);
+		p->q = &q;
+		if (pr) {
+			pr->walking = 1;
+			pr->phase = 1;
+		}
+	}
+	ret = rkfs_walk(c->rootfd, &o);
+	if (work) {
+		pool_finish(&q);
+		p->q = NULL;
+		e = retry_busy(c);
+		if (ret == 0)
+			ret = e;
+		if (pr)
+			pr->walking = 0;
+	}
+	if (ret == 0)
+		ret = c->err;
+	return ret;
+}
+
+static void pass_free(struct pass *p)
+{
+	free(p->gens);
+	p->gens = NULL;
+	p->ngens = 0;
 }
 
 /* --- entry point ------------------------------------------------------ */
@@ -2857,9 +2985,12 @@ int rkfs_rekey_run(struct rkfs_rekey_report *rep, const char *root,
 		   const struct rkfs_rekey_opts *opts, struct rkfs_error *err)
 {
 	struct ctx c = {.root = root, .kr = kr, .o = opts, .rep = rep,
+			.mu = PTHREAD_MUTEX_INITIALIZER,
 			.rate_mu = PTHREAD_MUTEX_INITIALIZER};
+	bool work = opts->mode == RKFS_REKEY_REWRITE ||
+		    opts->mode == RKFS_REKEY_VERIFY;
 	struct rkfs_meta *m = NULL;
-	struct scan s = {0};
+	struct pass p = {0};
 	struct stat st;
 	double t0 = now_sec();
 	int lockfd = -1, ret;
@@ -2880,8 +3011,7 @@ int rkfs_rekey_run(struct rkfs_rekey_report *rep, const char *root,
 	ret = check_keyring(&c, &m, err);
 	if (ret < 0)
 		goto out;
-	if (opts->mode == RKFS_REKEY_REWRITE ||
-	    opts->mode == RKFS_REKEY_VERIFY) {
+	if (work) {
 		ret = take_lock(&c, &lockfd, err);
 		if (ret < 0)
 			goto out;
@@ -2891,86 +3021,63 @@ int rkfs_rekey_run(struct rkfs_rekey_report *rep, const char *root,
 			if (ret < 0)
 				goto out;
 		}
-	}
-	ret = scan_tree(&c, &s);
-	if (ret < 0) {
-		rkfs_error_set(err, ret, "%s: scan: %s", root, strerror(-ret));
-		goto out;
-	}
-	c.scan = &s;
-	if (lockfd >= 0 && s.nlo) {
-		clean_leftovers(&c);
-		if (rep->resumed) {
-			scan_free(&s);
-			ret = scan_tree(&c, &s);
-			if (ret < 0) {
-				rkfs_error_set(err, ret, "%s: scan: %s", root,
-					       strerror(-ret));
-				goto out;
-			}
-			c.scan = &s;
-		}
-	}
-	rep->files = s.n;
-	ret = count_gens(&rep->before, &rep->nbefore, &s);
-	if (ret < 0)
-		goto out;
-	for (size_t i = 0; i < s.n; i++) {
-		const struct item *it = &s.v[i];
-
-		if (it->hdr == H_BAD)
-			rep->bad_headers++;
-		if (opts->mode == RKFS_REKEY_STATUS && opts->list &&
-		    ((it->hdr == H_OK && it->gen == opts->list_generation) ||
-		     (it->hdr == H_NONE && opts->list_generation == 0)))
-			ret = list_add(&rep->listed, it->path, NULL);
-		if (opts->mode == RKFS_REKEY_DRY_RUN && it->hdr == H_BAD)
-			ret =
-			    list_add(&rep->failed, it->path,
-				     "corrupt: impossible size or bad header");
-		if (opts->mode == RKFS_REKEY_DRY_RUN && it->hdr == H_OK &&
-		    it->gen != kr->primary) {
-			char *why = NULL;
-			int e;
-
-			if (rkfs_keyring_find(kr, it->gen) == NULL ||
-			    (rkfs_keyring_key(kr, it->gen, &e) == NULL &&
-			     rkfs_keyring_find(kr, it->gen)->state !=
-				 RKFS_GEN_ENABLED)) {
-				why = key_reason(&c, it->gen, -ENOKEY);
-				ret = list_add(&rep->failed, it->path, why);
-			} else {
-				why = xasprintf("generation %u -> %u", it->gen,
-						kr->primary);
-				ret = list_add(&rep->listed, it->path, why);
-				rep->would_rewrite++;
-			}
-			free(why);
-		}
-		if (opts->mode == RKFS_REKEY_DRY_RUN &&
-		    (it->hdr == H_NONE ||
-		     (it->hdr == H_OK && it->gen == kr->primary)))
-			rep->current++;
-		if (ret < 0)
+		/* records first: they own their data temp until replayed */
+		ret = replay_intents(&c);
+		if (ret < 0) {
+			rkfs_error_set(err, ret, "%s: %s", root,
+				       strerror(-ret));
 			goto out;
+		}
 	}
-	if (opts->mode == RKFS_REKEY_REWRITE || opts->mode == RKFS_REKEY_VERIFY)
-		ret = run_work(&c, &s);
-	if (opts->mode == RKFS_REKEY_STATUS || opts->mode == RKFS_REKEY_DRY_RUN)
-		for (size_t i = 0; i < s.n; i++)
-			if (s.v[i].hdr == H_BAD || (kr && s.v[i].hdr == H_OK &&
-						    s.v[i].gen != kr->primary))
-				rep->remaining++;
+	c.deadline = now_sec() + (opts->wait > 0 ? opts->wait : 0);
+	/* the first walk: the "before" counts, and the work */
+	ret = run_pass(&c, &p, work, lockfd >= 0);
 	if (ret < 0)
-		rkfs_error_set(err, ret, "%s: %s", root, strerror(-ret));
+		goto fail;
+	rep->files = p.files;
+	rep->bad_headers = p.bad;
+	rep->before = p.gens;
+	rep->nbefore = p.ngens;
+	p.gens = NULL;
+	if (opts->mode == RKFS_REKEY_STATUS || opts->mode == RKFS_REKEY_DRY_RUN)
+		rep->remaining = p.remaining;
+	/*
+	 * REWRITE: walks that find files renamed mid-run under their new
+	 * names and rewrite them too, until one finds nothing to do; the
+	 * last walk's counts are the "after" counts.
+	 */
+	for (int no = 1; opts->mode == RKFS_REKEY_REWRITE; no++) {
+		bool again = no < MAX_PASSES && !stopping(&c);
+
+		memset(&p, 0, sizeof(p));
+		p.no = no;
+		ret = run_pass(&c, &p, again, false);
+		if (ret < 0)
+			goto fail;
+		if (!again || p.queued == 0) {
+			rep->after = p.gens;
+			rep->nafter = p.ngens;
+			rep->remaining = p.remaining;
+			p.gens = NULL;
+			break;
+		}
+		pass_free(&p);
+	}
+fail:
+	if (ret < 0)
+		rkfs_error_set(err, ret, "%s: scan: %s", root, strerror(-ret));
 	rep->interrupted = stopping(&c);
 out:
 	closer_drain();
 	if (opts->progress)
 		opts->progress->phase = 2;
 	rep->elapsed = now_sec() - t0;
-	scan_free(&s);
-	inoset_free(&c.done);
+	pass_free(&p);
+	for (size_t i = 0; i < c.nretry; i++)
+		free_item(c.retry[i]);
+	free(c.retry);
+	list_free(&c.keep);
+	rkfs_inoset_free(&c.done);
 	rkfs_meta_free(m);
 	if (lockfd >= 0)
 		close(lockfd);

@@ -582,16 +582,19 @@ static void progress_line(struct progress_ctx *pc)
 			pc->tty ? "" : "\n");
 		return;
 	}
+	/* while the walk still finds files, the totals are lower bounds */
+	bool more = pc->p.walking;
+
 	human_bytes(a, sizeof(a), bd);
 	human_bytes(b, sizeof(b), bt);
 	human_bytes(r, sizeof(r), (uint64_t)rate);
-	if (rate > 0 && bt >= bd)
+	if (rate > 0 && bt >= bd && !more)
 		snprintf(eta, sizeof(eta), "%.0f s",
 			 (double)(bt - bd) / rate);
 	fprintf(stderr,
-		"%s%" PRIu64 "/%" PRIu64 " files, %s/%s, %s/s, ETA %s%s",
-		pc->tty ? "\r\033[K" : "", fd, ft, a, b, r, eta,
-		pc->tty ? "" : "\n");
+		"%s%" PRIu64 "/%" PRIu64 "%s files, %s/%s%s, %s/s, ETA %s%s",
+		pc->tty ? "\r\033[K" : "", fd, ft, more ? "+" : "", a, b,
+		more ? "+" : "", r, eta, pc->tty ? "" : "\n");
 }
 
 static void *progress_thread(void *arg)

@@ -80,7 +80,9 @@ enum rkfs_rekey_mode {
 
 /*
  * Live counters, updated atomically by the engine while it runs, for a
- * progress display on another thread.  Totals are known after the scan.
+ * progress display on another thread.  The walk of the tree and the work
+ * overlap: the totals grow while walking is set, and are final once it
+ * is clear (and again while a later walk finds files renamed mid-run).
  */
 #define RKFS_REKEY_SLOTS 64
 struct rkfs_rekey_progress {
@@ -88,7 +90,8 @@ struct rkfs_rekey_progress {
 	volatile uint64_t bytes_total;
 	volatile uint64_t files_done;
 	volatile uint64_t bytes_done; /* of finished files */
-	volatile int phase;	      /* 0 scanning, 1 working, 2 finished */
+	volatile int phase;	      /* 0 starting, 1 working, 2 finished */
+	volatile int walking;	      /* 1: the totals may still grow */
 	/* temp file of each worker's rewrite in flight, fd + 1 (0: none) */
 	volatile int inflight[RKFS_REKEY_SLOTS];
 };

@@ -15,9 +15,11 @@
 #            tree (the new build), p50/p99/max
 #
 # A rekey alternates the tree between generations 1 and 2, so every run
-# rewrites every file.  The defaults run in a few minutes on a 2-core VM:
-# BENCH_MEM_FILES="10000 200000" (set "10000 1000000" for the full-size
-# check; creating 10^6 files takes several minutes more).
+# rewrites every file.  The defaults run in several minutes on a 2-core
+# VM, most of it creating the 10^6 files of the mem row (about a minute)
+# and the base build's walks of them; BENCH_MEM_FILES="10000 200000" is
+# quicker.  The mem table ends with the growth from the smallest to the
+# largest count (the target: within 10%).
 #
 # Environment:
 #   REKEYFS_BUILD      this build (make sets it)
@@ -29,7 +31,7 @@
 #                      table shows the best of each)
 #   BENCH_BIG_MB BENCH_SMALL_FILES BENCH_SMALL_SIZE BENCH_STATUS_FILES
 #   BENCH_MEM_FILES    see above (defaults 1024, 10000, 4096, 100000,
-#                      "10000 200000")
+#                      "10000 1000000")
 #   BENCH_ROWS         subset of "big small status mem latency"
 #   BENCH_QUICK=1      tiny sizes: a smoke run of the whole script
 
@@ -48,7 +50,7 @@ BIG_MB=${BENCH_BIG_MB:-1024}
 SMALL_FILES=${BENCH_SMALL_FILES:-10000}
 SMALL_SIZE=${BENCH_SMALL_SIZE:-4096}
 STATUS_FILES=${BENCH_STATUS_FILES:-100000}
-MEM_FILES=${BENCH_MEM_FILES:-10000 200000}
+MEM_FILES=${BENCH_MEM_FILES:-10000 1000000}
 ROUNDS=${BENCH_ROUNDS:-2}
 ROWS=${BENCH_ROWS:-big small status mem latency}
 
@@ -337,6 +339,17 @@ if memrows:
             "rekey (all current)" if what == "rekey" else "`--status`",
             n, " | ".join("%.1f MiB (%.1f s)" % (rss[(r, i)] / 1024, best[(r, i)])
                           if (r, i) in rss else "-" for i in impls)))
+    for what in ("rekey", "status"):
+        ns = sorted(int(r.split("-")[2]) for r in memrows
+                    if r.split("-")[1] == what)
+        if len(ns) < 2:
+            continue
+        lo, hi = "mem-%s-%d" % (what, ns[0]), "mem-%s-%d" % (what, ns[-1])
+        print("| %s growth, %d -> %d files | %s |" % (
+            "rekey" if what == "rekey" else "`--status`", ns[0], ns[-1],
+            " | ".join("%+.0f%%" % (100.0 * rss[(hi, i)] / rss[(lo, i)] - 100)
+                       if (lo, i) in rss and (hi, i) in rss else "-"
+                       for i in impls)))
 for row in ("big", "small"):
     if any((row, i) in rss for i in impls):
         print("peak RSS, %s row: %s" % (row, ", ".join(
