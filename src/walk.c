@@ -1,3 +1,8 @@
+/*
+ * The parallel, streaming walk of a backing tree (see walk_i.h for what
+ * it guarantees): directory readers, a pool of threads that open files and
+ * read their headers, and bounded queues between them.
+ */
 #include "walk_i.h"
 
 #include <dirent.h>
