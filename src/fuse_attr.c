@@ -428,7 +428,9 @@ static ssize_t list_xattr(const char *proc, char *out, size_t size)
 	char *buf = NULL;
 	ssize_t len;
 
+	/* proc is a /proc/self/fd link: the node's inode (a symlink's own) */
 	for (int tries = 0; tries < 8; tries++) {
+		/* a /proc/self/fd link, as above */
 		len = listxattr(proc, NULL, 0);
 		if (len <= 0)
 			return len < 0 ? -errno : 0;
@@ -436,6 +438,7 @@ static ssize_t list_xattr(const char *proc, char *out, size_t size)
 		buf = malloc((size_t)len);
 		if (buf == NULL)
 			return -ENOMEM;
+		/* a /proc/self/fd link, as above */
 		len = listxattr(proc, buf, (size_t)len);
 		if (len >= 0 || errno != ERANGE)
 			break;
