@@ -816,7 +816,7 @@ static int write_job(void *arg)
  * end of the file and the new blocks right after it, part of the file:
  * zeros, which read as the hole a crash would otherwise leave there.  The
  * re-seal then only overwrites space the file has, and a full disk fails
- * here, before any old data is touched (the caller cuts the file back).
+ * here, before any old data is touched (and the file is cut back).
  * Unlike fallocate, this leaves the space to the filesystem's delayed
  * allocation, in one extent with the blocks written after it.  Only for a
  * write that starts at the block after the old final one: a write that
@@ -825,11 +825,17 @@ static int write_job(void *arg)
 static int fill_reseal_gap(int fd, uint64_t old_end, uint64_t coff)
 {
 	static const uint8_t zeros[RKFS_CBLOCK_SIZE];
+	int ret;
 
 	if (coff <= old_end)
 		return 0;
-	return rkfs_pwrite_full(fd, zeros, (size_t)(coff - old_end),
-				(off_t)old_end);
+	ret = rkfs_pwrite_full(fd, zeros, (size_t)(coff - old_end),
+			       (off_t)old_end);
+	/* A short write moved the end: the old final block must end the
+	 * file again. */
+	if (ret < 0 && ftruncate(fd, (off_t)old_end) < 0)
+		ret = -EIO;
+	return ret;
 }
 
 /*
@@ -916,6 +922,8 @@ static ssize_t write_range(struct rkfs_file *f, int fd, const void *buf,
 			    RKFS_CBLOCK_SIZE);
 		else if (pre > wr_cpos(&w, mid))
 			ret = rkfs_file_reserve(fd, coff, clen);
+		else if (pre && !f->dense) /* holes among the old data */
+			ret = rkfs_file_reserve(fd, coff, pre);
 		if (ret < 0)
 			goto out;
 		if (pre > wr_cpos(&w, mid))
@@ -966,8 +974,8 @@ static ssize_t write_range(struct rkfs_file *f, int fd, const void *buf,
 	 * the rest: a file written in small appends ends up in one extent a
 	 * write, and deleting it costs a discard per extent.)  The re-sealed
 	 * old final block grows into the space after it: fill_reseal_gap().
-	 * Holes being filled are reserved first.  Overwrites of existing
-	 * blocks need nothing.
+	 * Holes being filled, in either part, are reserved first.  Overwrites
+	 * of existing blocks need nothing.
 	 */
 	pre = 0;
 	if (reseal && adjacent)
@@ -975,8 +983,11 @@ static ssize_t write_range(struct rkfs_file *f, int fd, const void *buf,
 	else if (reseal)
 		ret = rkfs_file_reserve(fd, rkfs_block_offset(final_index(w.plain)),
 			      RKFS_CBLOCK_SIZE);
-	else if (grows && w.plain > 0)
+	else if (grows && w.plain > 0) {
 		pre = old_end - coff;
+		if (!f->dense) /* holes among the old data need space */
+			ret = rkfs_file_reserve(fd, coff, pre);
+	}
 	else if (!grows && !f->dense)
 		ret = rkfs_file_reserve(fd, coff, clen);
 	else if (!grows)

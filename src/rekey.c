@@ -1398,11 +1398,14 @@ static void discard_staged(struct staged *sg, int dfd)
  * ext4's discard option a wait on the device, tens to hundreds of
  * microseconds a file, which a worker need not spend.  Its lock is
  * dropped at once (a mount waiting for it goes on to the new file), and a
- * closer thread closes it; when the queue is full, or the thread cannot
+ * closer thread closes it; when the queue holds limit files (the share of
+ * the descriptor limit batch_files() leaves over), or the thread cannot
  * start, the worker closes it itself.  closer_drain() waits until every
  * queued file is closed.
  */
 #define CLOSER_SLOTS 1024
+
+static size_t batch_files(const struct ctx *c);
 
 static struct {
 	pthread_mutex_t mu;
@@ -1437,7 +1440,7 @@ static void *closer_main(void *arg)
 	return NULL;
 }
 
-static void close_replaced(int fd)
+static void close_replaced(int fd, size_t limit)
 {
 	bool queued = false;
 	pthread_t t;
@@ -1452,7 +1455,7 @@ static void close_replaced(int fd)
 			closer.failed = true;
 		}
 	}
-	if (closer.started && closer.n < CLOSER_SLOTS) {
+	if (closer.started && closer.n < CLOSER_SLOTS && closer.n < limit) {
 		closer.fds[(closer.head + closer.n) % CLOSER_SLOTS] = fd;
 		closer.n++;
 		queued = true;
@@ -1538,7 +1541,7 @@ static int commit_item(struct ctx *c, struct staged *sg, int dfd)
 	close(sg->tfd);
 	sg->tfd = -1;
 	if (ret == 0)
-		close_replaced(fd);
+		close_replaced(fd, batch_files(c));
 	else
 		close(fd);
 	if (ret < 0) {
@@ -1646,8 +1649,8 @@ struct workq {
 
 /*
  * Files one batch may hold.  A batch keeps every staged temp open until
- * its commit, so all workers' batches together stay well inside the
- * descriptor limit.  Batches are large so that, in a tree of directories
+ * its commit: the limit, less 128 for everything else, is shared out
+ * evenly among the workers' batches and the closer's queue.  Batches are large so that, in a tree of directories
  * with many files each, the workers rewrite different directories: the
  * files created in one directory queue on its inode lock, which made a
  * second worker in the same directory add nothing.

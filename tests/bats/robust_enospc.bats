@@ -179,6 +179,62 @@ except OSError as e:
 	head -c 1000 "$MNT/t" | cmp - "$REF/g"
 }
 
+# pw FILE OFFSET DATA: pwrite DATA (a Python bytes expression) at OFFSET,
+# print "ok N" or "err ERRNONAME"
+pw() {
+	python3 -c '
+import errno, os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT, 0o644)
+try:
+    print("ok", os.pwrite(fd, eval(sys.argv[3]), int(sys.argv[2])))
+except OSError as e:
+    print("err", errno.errorcode[e.errno])
+' "$@"
+}
+
+@test "a write at the block after a short final block, on a full disk" {
+	rk_mount
+	# 100 bytes: the final block ends early in the backing file's first
+	# page.  A write at the next block's start re-seals block 0 as a full
+	# block, which reaches into the second page: with no page free that
+	# fails, and the file must end where it did.
+	head -c 100 /dev/urandom >"$REF/g"
+	cp "$REF/g" "$MNT/g"
+	fill_backing 0
+	local out
+	out=$(pw "$MNT/g" 4096 'b"x" * 100')
+	echo "write: $out"
+	[ "$out" = "err ENOSPC" ]
+	[ "$(stat -c %s "$BACK/g")" -eq 172 ]
+	check_readable "$MNT/g"
+	cmp "$MNT/g" "$REF/g"
+	rk_unmount
+	rk_mount
+	cmp "$MNT/g" "$REF/g"
+}
+
+@test "a growing write over holes in the old data, on a nearly full disk" {
+	rk_mount
+	# block 0 data, blocks 1-3 holes, block 4 short and final
+	pw "$MNT/s" 0 'b"a" * 100' >/dev/null
+	truncate -s $((4 * 4096 + 100)) "$MNT/s"
+	pw "$MNT/s" $((4 * 4096)) 'b"e" * 100' >/dev/null
+	cp "$MNT/s" "$REF/s"
+	# One page free: enough for the part past the old end, not for the
+	# holes the write also fills.  It must fail before anything old is
+	# overwritten: the holes still read as zeros.
+	fill_backing 1
+	local out
+	out=$(pw "$MNT/s" 4096 'b"z" * (4 * 4096 + 200)')
+	echo "write: $out"
+	[ "$out" = "err ENOSPC" ]
+	check_readable "$MNT/s"
+	cmp "$MNT/s" "$REF/s"
+	rk_unmount
+	rk_mount
+	cmp "$MNT/s" "$REF/s"
+}
+
 @test "shrinking into a hole on a full disk keeps the file readable" {
 	rk_mount
 	head -c 100 /dev/urandom >"$REF/s"
