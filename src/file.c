@@ -914,6 +914,7 @@ static ssize_t write_range(struct rkfs_file *f, int fd, const void *buf,
 		 * the other.  What needs space is reserved first, as below.
 		 */
 		pre = !reseal && w.plain > 0 ? old_end - coff : 0;
+		ret = 0;
 		if (reseal && adjacent)
 			ret = fill_reseal_gap(fd, old_end, coff);
 		else if (reseal)

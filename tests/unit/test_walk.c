@@ -184,7 +184,7 @@ static void test_wide(const char *top)
 	SETUP(mkdirat(root, "big", 0755) == 0);
 	sub = openat(root, "big", O_RDONLY | O_DIRECTORY);
 	for (int i = 0; i < 20000; i++) {
-		char name[32];
+		char name[48];
 
 		snprintf(name, sizeof(name), "file-with-a-longer-name-%05d", i);
 		put(sub, name);
