@@ -108,7 +108,17 @@ sums() {
 	local want
 	want=$(cd "$MNT" && find . -type f ! -name 'w*' -exec sha256sum {} + | sort -k2)
 
-	local gen=1 killed=0 pid wpid delay n=0
+	local gen=1 killed=0 pid wpid delay n=0 t0 span
+	# How long a whole run takes here: the kills land at random moments
+	# within it (a fixed window would miss once the rekey got faster).
+	gen=$((gen + 1))
+	rk_add_gen "$gen"
+	rk_reload_to "$gen"
+	t0=$EPOCHREALTIME
+	"$REKEYFS_REKEY" --keyring "$KR" --jobs 2 -q "$BACK" >/dev/null 2>&1
+	span=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%d", (b - a) * 1000 }')
+	[ "$span" -ge 20 ] || span=20
+	echo "# a whole run takes ${span} ms" >&3
 	for i in $(seq 1 "$rounds"); do
 		gen=$((gen + 1))
 		rk_add_gen "$gen"
@@ -128,7 +138,7 @@ sums() {
 		wpid=$!
 		"$REKEYFS_REKEY" --keyring "$KR" --jobs 2 -q "$BACK" >/dev/null 2>&1 &
 		pid=$!
-		delay=$(printf '0.%03d' $((RANDOM % 400)))
+		delay=$(awk -v ms=$((RANDOM % span)) 'BEGIN { printf "%.3f", ms / 1000 }')
 		sleep "$delay"
 		if kill -9 "$pid" 2>/dev/null; then
 			killed=$((killed + 1))
