@@ -25,6 +25,14 @@ rk_setup_tools() {
 }
 
 rk_setup_dirs() {
+	# Set up twice (in setup() and again in the test): keep the first
+	# directory, which rk_teardown removes, and what points into it.
+	if [ -n "${RK_TMP:-}" ] && [ -d "$RK_TMP" ]; then
+		BACK=$RK_TMP/back MNT=$RK_TMP/mnt
+		KR=$RK_TMP/vault.keyring LOG=$RK_TMP/daemon.log
+		mkdir -p "$BACK" "$MNT"
+		return 0
+	fi
 	RK_TMP=$(mktemp -d "/tmp/rekeyfs-test.${RK_RUN_TAG:-0}.XXXXXX")
 	chmod 755 "$RK_TMP"
 	BACK=$RK_TMP/back
