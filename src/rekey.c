@@ -82,6 +82,7 @@ struct ctx {
 	int err;	 /* first error recording a result (-ENOMEM) */
 	pthread_mutex_t rate_mu;
 	double rate_next; /* --max-rate: when the bytes so far are paid for */
+	size_t batch_cap; /* batch_files(), worked out once a run */
 };
 
 /* One walk of the tree (see run_pass()) and what it counted. */
@@ -1399,13 +1400,12 @@ static void discard_staged(struct staged *sg, int dfd)
  * microseconds a file, which a worker need not spend.  Its lock is
  * dropped at once (a mount waiting for it goes on to the new file), and a
  * closer thread closes it; when the queue holds limit files (the share of
- * the descriptor limit batch_files() leaves over), or the thread cannot
- * start, the worker closes it itself.  closer_drain() waits until every
+ * the descriptor limit batch_files() leaves over: c->batch_cap), or the
+ * thread cannot start, the worker closes it itself.  closer_drain() waits until every
  * queued file is closed.
  */
 #define CLOSER_SLOTS 1024
 
-static size_t batch_files(const struct ctx *c);
 
 static struct {
 	pthread_mutex_t mu;
@@ -1541,7 +1541,7 @@ static int commit_item(struct ctx *c, struct staged *sg, int dfd)
 	close(sg->tfd);
 	sg->tfd = -1;
 	if (ret == 0)
-		close_replaced(fd, batch_files(c));
+		close_replaced(fd, c->batch_cap);
 	else
 		close(fd);
 	if (ret < 0) {
@@ -1677,7 +1677,7 @@ static size_t batch_files(const struct ctx *c)
 static size_t batch_len(const struct ctx *c, struct item *const *v, size_t n)
 {
 	const struct item *a = v[0];
-	size_t cap = batch_files(c);
+	size_t cap = c->batch_cap;
 	uint64_t bytes = 0;
 	size_t k;
 
@@ -1775,7 +1775,7 @@ static void finish_item(struct ctx *c, struct item *it)
  */
 static struct group *wq_merge(struct workq *q, struct group *g)
 {
-	size_t cap = batch_files(q->c);
+	size_t cap = q->c->batch_cap;
 
 	if (q->c->o->mode != RKFS_REKEY_REWRITE)
 		return g;
@@ -3011,6 +3011,7 @@ int rkfs_rekey_run(struct rkfs_rekey_report *rep, const char *root,
 		goto out;
 	}
 	c.rootdev = st.st_dev;
+	c.batch_cap = batch_files(&c);
 	ret = check_keyring(&c, &m, err);
 	if (ret < 0)
 		goto out;
