@@ -288,7 +288,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 	struct fhandle *h = S_ISREG(n->type) ? fhandle_of(fi) : NULL;
 	struct fhandle *t = NULL;
 	struct stat st;
-	bool pinned;
+	struct fhandle *pinned = NULL;
 	int ret = 0;
 
 	if (to_set & FUSE_SET_ATTR_SIZE) {
@@ -302,7 +302,8 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 			ret = io_open(req, n, O_RDWR, &t);
 	}
 	/* (io_truncate() takes the node's lock for writing) */
-	pinned = ret == 0 && !(to_set & FUSE_SET_ATTR_SIZE) && io_pin(n);
+	if (ret == 0 && !(to_set & FUSE_SET_ATTR_SIZE))
+		pinned = io_pin(n);
 	if (ret == 0 && !pinned)
 		ret = parent_lock(n, &p);
 	if (ret == 0 && !pinned)
@@ -310,7 +311,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 	if (ret >= 0 && (to_set & FUSE_SET_ATTR_SIZE))
 		ret = io_truncate(req, t ? t : h, attr->st_size);
 	if (ret >= 0)
-		ret = setattr_meta(req, n, h, attr, to_set);
+		ret = setattr_meta(req, n, h ? h : pinned, attr, to_set);
 	if (pinned)
 		io_unpin(n);
 	parent_unlock(p);
@@ -421,9 +422,10 @@ static size_t xattr_filter(char *buf, size_t len)
 	return out;
 }
 
-/* listxattr of the node's inode, without the unsupported names: the
- * length of the list, or -errno (-ERANGE when it does not fit size). */
-static ssize_t list_xattr(const char *proc, char *out, size_t size)
+/* listxattr of the node's inode, through a real fd of it (fd >= 0) or its
+ * /proc/self/fd link, without the unsupported names: the length of the
+ * list, or -errno (-ERANGE when it does not fit size). */
+static ssize_t list_xattr(int fd, const char *proc, char *out, size_t size)
 {
 	char *buf = NULL;
 	ssize_t len;
@@ -431,7 +433,7 @@ static ssize_t list_xattr(const char *proc, char *out, size_t size)
 	/* proc is a /proc/self/fd link: the node's inode (a symlink's own) */
 	for (int tries = 0; tries < 8; tries++) {
 		/* a /proc/self/fd link, as above */
-		len = listxattr(proc, NULL, 0);
+		len = fd >= 0 ? flistxattr(fd, NULL, 0) : listxattr(proc, NULL, 0);
 		if (len <= 0)
 			return len < 0 ? -errno : 0;
 		free(buf);
@@ -439,7 +441,8 @@ static ssize_t list_xattr(const char *proc, char *out, size_t size)
 		if (buf == NULL)
 			return -ENOMEM;
 		/* a /proc/self/fd link, as above */
-		len = listxattr(proc, buf, (size_t)len);
+		len = fd >= 0 ? flistxattr(fd, buf, (size_t)len)
+			      : listxattr(proc, buf, (size_t)len);
 		if (len >= 0 || errno != ERANGE)
 			break;
 	}
@@ -462,6 +465,7 @@ static void read_xattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 {
 	struct node *n = node_of(ino);
 	char proc[PROC_FD_LEN], *buf = NULL;
+	struct fhandle *h;
 	ssize_t len;
 	int fd;
 
@@ -473,17 +477,27 @@ static void read_xattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	fd = node_fd_get(n);
-	proc_fd_path(proc, sizeof(proc), fd);
-	/* A /proc/self/fd link: the node's inode (a symlink's own). */
-	if (name) {
-		len = getxattr(proc, name, buf, size);
-		if (len < 0)
+	/* An open file's handle is a real fd of its inode: no /proc/self/fd
+	 * path to resolve.  (The kernel asks for security.capability before
+	 * the first write to every file it has fresh attributes for.)  Not
+	 * worth waiting for a write in progress to use it. */
+	h = io_pin_nowait(n);
+	if (h) {
+		len = name ? fgetxattr(h->fd, name, buf, size)
+			   : list_xattr(h->fd, NULL, buf, size);
+		if (name && len < 0)
 			len = -errno;
+		io_unpin(n);
 	} else {
-		len = list_xattr(proc, buf, size);
+		fd = node_fd_get(n);
+		proc_fd_path(proc, sizeof(proc), fd);
+		/* A /proc/self/fd link: the node's inode (a symlink's own). */
+		len = name ? getxattr(proc, name, buf, size)
+			   : list_xattr(-1, proc, buf, size);
+		if (name && len < 0)
+			len = -errno;
+		node_fd_put(n);
 	}
-	node_fd_put(n);
 	if (len < 0)
 		fuse_reply_err(req, (int)-len);
 	else if (size == 0)
@@ -509,8 +523,8 @@ static int change_xattr(struct node *n, const char *name, const char *value,
 			size_t size, int flags)
 {
 	char proc[PROC_FD_LEN];
+	struct fhandle *pinned;
 	struct node *p = NULL;
-	bool pinned;
 	int fd, ret;
 
 	if (xattr_unsupported(name))
@@ -520,7 +534,11 @@ static int change_xattr(struct node *n, const char *name, const char *value,
 	ret = pinned ? 0 : parent_lock(n, &p);
 	if (ret == 0 && !pinned)
 		ret = node_refresh(n);
-	if (ret >= 0) {
+	if (ret >= 0 && pinned) {
+		ret = value ? fsetxattr(pinned->fd, name, value, size, flags)
+			    : fremovexattr(pinned->fd, name);
+		ret = ret < 0 ? -errno : 0;
+	} else if (ret >= 0) {
 		fd = node_fd_get(n);
 		proc_fd_path(proc, sizeof(proc), fd);
 		/* A /proc/self/fd link: the node's inode. */

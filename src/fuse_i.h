@@ -91,6 +91,7 @@ struct node {
 	/* regular files: the encrypted-file state while open */
 	pthread_rwlock_t lock;
 	unsigned opens;		/* (L, write) open handles */
+	struct fhandle *handles; /* (L, write) the open handles, listed */
 	bool loaded;		/* (L) file is valid */
 	struct rkfs_file file;	/* (L) */
 };
@@ -287,6 +288,7 @@ struct fhandle {
 	int fd;	   /* real backing fd, LOCK_SH held */
 	int flags; /* the caller's open flags */
 	struct node *node;
+	struct fhandle *next_open; /* node->handles, under node->lock */
 	uint64_t seq_end;  /* end of the furthest read (backing offset) */
 	uint64_t ra_until; /* backing read ahead up to here */
 	uint64_t wb_end;   /* end of the last write (backing offset) */
@@ -308,14 +310,18 @@ void io_close(struct fhandle *h);
 
 /*
  * If n's file is open in the mount, keep it open (its handles' LOCK_SH
- * held) until io_unpin(n) and return true; else false.  While a backing
- * file is locked LOCK_SH, rekeyfs-rekey cannot be between copying its
- * metadata and renaming its temp over it (it holds LOCK_EX on the file
- * for all of that), so a metadata change to a pinned node needs neither
- * the directory lock nor node_refresh().  Not across io_truncate() or
- * anything else that takes n->lock for writing.
+ * held) until io_unpin(n) and return one of its handles; else NULL.
+ * While a backing file is locked LOCK_SH, rekeyfs-rekey cannot be between
+ * copying its metadata and renaming its temp over it (it holds LOCK_EX on
+ * the file for all of that), so a metadata change to a pinned node needs
+ * neither the directory lock nor node_refresh().  The handle's fd is a
+ * real fd of the node's inode: f*() calls on it need no /proc/self/fd
+ * path lookup.  Not across io_truncate() or anything else that takes
+ * n->lock for writing.  io_pin_nowait() gives up (NULL) rather than wait
+ * for a writer.
  */
-bool io_pin(struct node *n);
+struct fhandle *io_pin(struct node *n);
+struct fhandle *io_pin_nowait(struct node *n);
 void io_unpin(struct node *n);
 /* Set the size of an open file (truncate, O_TRUNC). */
 int io_truncate(fuse_req_t req, struct fhandle *h, off_t size);

@@ -384,10 +384,16 @@ static int attach(fuse_req_t req, struct node *n, int fd, int flags,
 		ret = truncate_touch(n, fd, 0, k->kr, &bad);
 	else if (ret == 0 && created && !n->file.has_header)
 		ret = rkfs_file_init_empty(&n->file, fd, k->kr);
-	if (ret < 0)
+	if (ret < 0) {
 		ret = report(n, ret, bad);
-	else
+	} else {
+		h->fd = fd;
+		h->flags = flags;
+		h->node = n;
+		h->next_open = n->handles;
+		n->handles = h;
 		n->opens++;
+	}
 	if (n->opens == 0 && n->loaded) {
 		rkfs_file_release(&n->file);
 		n->loaded = false;
@@ -400,9 +406,6 @@ static int attach(fuse_req_t req, struct node *n, int fd, int flags,
 		return ret;
 	}
 	node_hold(n);
-	h->fd = fd;
-	h->flags = flags;
-	h->node = n;
 	*hp = h;
 	/* The kernel does not refetch attributes after an O_TRUNC open. */
 	if (dropped && rkfs_se)
@@ -492,6 +495,12 @@ void io_close(struct fhandle *h)
 		return;
 	n = h->node;
 	pthread_rwlock_wrlock(&n->lock);
+	for (struct fhandle **pp = &n->handles; *pp; pp = &(*pp)->next_open) {
+		if (*pp == h) {
+			*pp = h->next_open;
+			break;
+		}
+	}
 	if (--n->opens == 0 && n->loaded) {
 		rkfs_file_release(&n->file);
 		n->loaded = false;
@@ -502,15 +511,28 @@ void io_close(struct fhandle *h)
 	free(h);
 }
 
-bool io_pin(struct node *n)
+static struct fhandle *pin(struct node *n, bool wait)
 {
 	if (!S_ISREG(n->type))
-		return false;
-	pthread_rwlock_rdlock(&n->lock);
-	if (n->opens > 0)
-		return true; /* io_close() waits for the write lock */
+		return NULL;
+	if (wait)
+		pthread_rwlock_rdlock(&n->lock);
+	else if (pthread_rwlock_tryrdlock(&n->lock) != 0)
+		return NULL;
+	if (n->handles)
+		return n->handles; /* io_close() waits for the write lock */
 	pthread_rwlock_unlock(&n->lock);
-	return false;
+	return NULL;
+}
+
+struct fhandle *io_pin(struct node *n)
+{
+	return pin(n, true);
+}
+
+struct fhandle *io_pin_nowait(struct node *n)
+{
+	return pin(n, false);
 }
 
 void io_unpin(struct node *n)
@@ -539,6 +561,30 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 bool reserved_name(const char *name)
 {
 	return rkfs_name_reserved(name);
+}
+
+/*
+ * An O_PATH fd of the file open as fd (fstat'ed into st), which was opened
+ * by name in dfd: taken by name when the name still leads to it (one
+ * component, no symlink followed), else through fd's /proc/self/fd link.
+ * The fd or -errno.
+ */
+static int path_fd_of(int dfd, const char *name, int fd, const struct stat *st)
+{
+	char proc[PROC_FD_LEN];
+	struct stat pst;
+	int pfd;
+
+	pfd = openat(dfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	if (pfd >= 0 && fstat(pfd, &pst) == 0 && pst.st_dev == st->st_dev &&
+	    pst.st_ino == st->st_ino)
+		return pfd;
+	if (pfd >= 0)
+		close(pfd);
+	proc_fd_path(proc, sizeof(proc), fd);
+	/* A /proc/self/fd link: the inode just opened. */
+	pfd = open(proc, O_PATH | O_CLOEXEC);
+	return pfd < 0 ? -errno : pfd;
 }
 
 void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
@@ -587,16 +633,12 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		ret = -errno;
 	else if (!S_ISREG(st.st_mode))
 		ret = S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
-	/* The node's own fd, from the open file itself. */
-	if (ret == 0) {
-		char proc[PROC_FD_LEN];
-
-		proc_fd_path(proc, sizeof(proc), fd);
-		/* A /proc/self/fd link: the inode just opened. */
-		pfd = open(proc, O_PATH | O_CLOEXEC);
-		if (pfd < 0)
-			ret = -errno;
-	}
+	/* The node's own fd: by name (cheaper than a /proc/self/fd link)
+	 * if that is still the file just opened, else from the open file. */
+	if (ret == 0)
+		pfd = path_fd_of(dfd, name, fd, &st);
+	if (pfd < 0 && ret == 0)
+		ret = pfd;
 	/* Under the directory lock the name cannot be replaced, so a file
 	 * lock taken now needs no re-check.  Only try it: the rekey tool
 	 * takes the directory lock while it holds a file lock, so waiting

@@ -320,6 +320,89 @@ assert st.st_mtime_ns > 1600000000 * 10**9
 	[ "$(getfattr --only-values -n user.big "$MNT/f")" = "$v" ]
 }
 
+@test "xattrs and metadata of an open file go through its handle, never another file's" {
+	# Reads and changes of an open file's xattrs, mode and times use one
+	# of its open handles (a real fd).  Handles of this file and of
+	# another one open and close all the time, so a descriptor used after
+	# its handle closed would soon name the other file (the fd number is
+	# reused at once) and show its value.
+	echo x > "$MNT/a"
+	echo y > "$MNT/b"
+	setfattr -n user.who -v a "$MNT/a"
+	setfattr -n user.who -v b "$MNT/b"
+	"$PY" - "$MNT" <<'PYEOF'
+import os, sys, threading, time
+mnt = sys.argv[1]
+a, b = mnt + "/a", mnt + "/b"
+stop = time.time() + 4
+bad = []
+def churn(path, flags):
+    while time.time() < stop:
+        fd = os.open(path, flags)
+        if flags != os.O_RDONLY:
+            os.pwrite(fd, b"z", 0)
+        os.close(fd)
+def look():
+    n = 0
+    while time.time() < stop:
+        v = os.getxattr(a, "user.who")
+        if v != b"a":
+            bad.append(v)
+        if "user.who" not in os.listxattr(a):
+            bad.append("list")
+        os.setxattr(a, "user.n", str(n).encode())
+        if os.getxattr(a, "user.n") != str(n).encode():
+            bad.append("n")
+        os.chmod(a, 0o600 | (n & 0o44))
+        if os.stat(a).st_mode & 0o777 != 0o600 | (n & 0o44):
+            bad.append("mode")
+        n += 1
+    if os.getxattr(b, "user.who") != b"b":
+        bad.append("b")
+ts = [threading.Thread(target=churn, args=(a, os.O_RDWR)),
+      threading.Thread(target=churn, args=(a, os.O_RDONLY)),
+      threading.Thread(target=churn, args=(b, os.O_RDWR)),
+      threading.Thread(target=churn, args=(b, os.O_RDONLY)),
+      threading.Thread(target=look)]
+for t in ts: t.start()
+for t in ts: t.join()
+assert not bad, bad[:5]
+PYEOF
+	[ "$(getfattr --only-values -n user.who "$BACK/a")" = a ]
+	[ "$(getfattr --only-values -n user.who "$BACK/b")" = b ]
+	[ -z "$(getfattr --only-values -n user.n "$BACK/b" 2>/dev/null)" ]
+	[ "$(stat -c %a "$BACK/b")" = 644 ]
+
+	# while the file is open the daemon resolves no /proc/self/fd path
+	# for it; once it is closed, it does
+	command -v strace >/dev/null || skip "strace is not installed"
+	local pid sp i
+	pid=$(rk_daemon_pid)
+	strace -f -e trace=getxattr,fgetxattr,setxattr,fsetxattr -p "$pid" -o "$RK_TMP/st" 2>/dev/null &
+	sp=$!
+	for i in $(seq 1 100); do
+		grep -q "TracerPid:[[:space:]]*[1-9]" "/proc/$pid/status" && break
+		sleep 0.05
+	done
+	sleep 0.3
+	"$PY" -c '
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+assert os.getxattr(sys.argv[1], "user.who") == b"a"
+os.setxattr(sys.argv[1], "user.open", b"1")
+os.close(fd)
+' "$MNT/a"
+	getfattr -n user.open "$MNT/a" >/dev/null
+	sleep 0.2
+	kill -INT "$sp"
+	wait "$sp" || true
+	cat "$RK_TMP/st"
+	grep -q 'fgetxattr(.*"user.who"' "$RK_TMP/st"
+	grep -q 'fsetxattr(.*"user.open"' "$RK_TMP/st"
+	! grep -q '[^f]getxattr(.*"user.who"' "$RK_TMP/st"
+	grep -q '[^f]getxattr("/proc/self/fd/[0-9]*", "user.open"' "$RK_TMP/st"
+}
+
 @test "ACLs and SELinux labels are not supported, and left out of listings" {
 	echo x > "$MNT/f"
 	mkdir "$MNT/d"

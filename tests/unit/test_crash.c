@@ -632,6 +632,12 @@ static const struct op ops[] = {
 	{ "truncate down to a boundary", 20000, OP_TRUNCATE, 8192, 0, 0, 0 },
 	{ "truncate down, same block", 7000, OP_TRUNCATE, 5000, 0, 0, 0 },
 	{ "rekey copy", 20000, OP_REKEY, 0, 0, 0, 0 },
+	/* a file with no header yet (0 bytes): its first write brings it,
+	 * in the same write as block 0 when that is where it starts */
+	{ "first write, small", 0, OP_WRITE, 0, 1000, 0, 0 },
+	{ "first write, 3 blocks", 0, OP_WRITE, 100, 9000, 0, 0 },
+	{ "first write after a gap", 0, OP_WRITE, 5000, 1000, 0, 0 },
+	{ "truncate to zero", 9000, OP_TRUNCATE, 0, 0, 0, 0 },
 	/* files that may have holes: the proof (mark 2) must survive */
 	{ "holes: append inside final", 12788, OP_WRITE, 12788, 2000, 4096,
 	  12288 },
