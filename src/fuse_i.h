@@ -90,8 +90,7 @@ struct node {
 
 	/* regular files: the encrypted-file state while open */
 	pthread_rwlock_t lock;
-	unsigned opens;		/* (L, write) open handles */
-	struct fhandle *handles; /* (L, write) the open handles, listed */
+	struct fhandle *handles; /* (L, write) the open handles */
 	bool loaded;		/* (L) file is valid */
 	struct rkfs_file file;	/* (L) */
 };

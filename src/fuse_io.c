@@ -358,7 +358,7 @@ static int attach(fuse_req_t req, struct node *n, int fd, int flags,
 		return -ENOMEM;
 	}
 	pthread_rwlock_wrlock(&n->lock);
-	if (n->opens == 0 || !n->loaded) {
+	if (n->handles == NULL || !n->loaded) {
 		if (n->loaded)
 			rkfs_file_release(&n->file);
 		ret = rkfs_file_load(&n->file, fd, k->kr);
@@ -392,9 +392,8 @@ static int attach(fuse_req_t req, struct node *n, int fd, int flags,
 		h->node = n;
 		h->next_open = n->handles;
 		n->handles = h;
-		n->opens++;
 	}
-	if (n->opens == 0 && n->loaded) {
+	if (n->handles == NULL && n->loaded) {
 		rkfs_file_release(&n->file);
 		n->loaded = false;
 	}
@@ -501,7 +500,7 @@ void io_close(struct fhandle *h)
 			break;
 		}
 	}
-	if (--n->opens == 0 && n->loaded) {
+	if (n->handles == NULL && n->loaded) {
 		rkfs_file_release(&n->file);
 		n->loaded = false;
 	}

@@ -567,7 +567,7 @@ static bool is_replacement(struct node *n, const struct stat *old,
 	    (nst->st_mode & 07777) != (old->st_mode & 07777))
 		return false;
 	pthread_rwlock_rdlock(&n->lock);
-	open = n->opens > 0;
+	open = n->handles != NULL;
 	pthread_rwlock_unlock(&n->lock);
 	return !open;
 }
@@ -948,7 +948,7 @@ gathered:
 		struct node *n = all[i];
 
 		pthread_rwlock_rdlock(&n->lock);
-		if (gens && n->opens > 0 && n->loaded &&
+		if (gens && n->handles && n->loaded &&
 		    rkfs_file_generation(&n->file) != 0)
 			gens[ngens++] = rkfs_file_generation(&n->file);
 		pthread_rwlock_unlock(&n->lock);
