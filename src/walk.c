@@ -253,6 +253,19 @@ static void run_files(struct walk *w, struct ftask *t)
 	free(t);
 }
 
+/* Take the oldest file task off the queue (w->mu held, queue not empty). */
+static struct ftask *pop_files(struct walk *w)
+{
+	struct ftask *t = w->fhead;
+
+	w->fhead = t->next;
+	if (w->fhead == NULL)
+		w->ftail = NULL;
+	w->nfiles -= t->n;
+	w->ntasks--;
+	return t;
+}
+
 /* Queue a file task; a reader ahead of the openers helps them instead. */
 static void push_files(struct walk *w, struct ftask *t)
 {
@@ -268,13 +281,8 @@ static void push_files(struct walk *w, struct ftask *t)
 	while ((w->nfiles > MAX_QUEUED_FILES ||
 		w->ntasks > MAX_QUEUED_TASKS) &&
 	       w->fhead) {
-		struct ftask *h = w->fhead;
+		struct ftask *h = pop_files(w);
 
-		w->fhead = h->next;
-		if (w->fhead == NULL)
-			w->ftail = NULL;
-		w->nfiles -= h->n;
-		w->ntasks--;
 		pthread_mutex_unlock(&w->mu);
 		run_files(w, h);
 		pthread_mutex_lock(&w->mu);
@@ -494,13 +502,8 @@ static void *walk_thread(void *arg)
 		if (walk_over(w))
 			break;
 		if (w->fhead) {
-			struct ftask *t = w->fhead;
+			struct ftask *t = pop_files(w);
 
-			w->fhead = t->next;
-			if (w->fhead == NULL)
-				w->ftail = NULL;
-			w->nfiles -= t->n;
-			w->ntasks--;
 			w->running++;
 			pthread_mutex_unlock(&w->mu);
 			run_files(w, t);
