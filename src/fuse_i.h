@@ -77,6 +77,7 @@ struct node {
 	pthread_rwlock_t fdmu;	/* (F) read: using fd; write: rebinding */
 	bool rebound;		/* (T) shown_ino is no longer ino */
 	bool removed;		/* (T) the mount removed its last link */
+	bool used;		/* (T) looked up since the pruner last looked */
 	uint64_t nlookup;	/* (T) the kernel's references */
 	unsigned refs;		/* (T) the daemon's own references */
 	struct node *parent;	/* (T) where it was last seen, referenced */
@@ -101,6 +102,15 @@ size_t rkfs_nodes_open_generations(uint32_t **out);
 
 /* Rebind every node whose file a rekey replaced (see fuse_node.c). */
 void rkfs_nodes_sweep(void);
+
+/*
+ * The pruner: near the fd limit, ask the kernel to forget names of files
+ * it holds but nobody uses (see fuse_node.c).  start: 0 or -errno.
+ */
+int rkfs_nodes_prune_start(struct fuse_session *se);
+void rkfs_nodes_prune_stop(void);
+/* Past the pruner's mark: listings give names without nodes. */
+bool nodes_budget_tight(void);
 
 /* Set up the table with the root directory; 0 or -errno. */
 int rkfs_nodes_init(int rootfd);
@@ -199,6 +209,10 @@ void proc_fd_path(char *buf, size_t size, int fd);
 
 /* Log, at most once a minute, that the fd budget ran out. */
 void fd_budget_exhausted(void);
+/* After a call failed with err: true when the pruner freed a node and the
+ * call is worth another try (*tries counts them); else false, and out of
+ * fds is logged if err says so.  errno is kept. */
+bool fd_budget_retry(int err, unsigned *tries);
 
 /* flock(), retried on EINTR.  0 or -errno. */
 int rkfs_flock_retry(int fd, int how);

@@ -594,6 +594,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	struct fuse_entry_param e;
 	struct fhandle *h = NULL;
 	bool created = true, locked = false;
+	unsigned tries = 0;
 	struct creds cr;
 	struct stat st;
 	int dfd, fd = -1, pfd = -1, ret = 0;
@@ -613,21 +614,23 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	ret = creds_enter(req, &cr);
 	if (ret < 0)
 		goto out_unlock;
-	fd = openat(dfd, name,
-		    O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC |
-			(bflags & (O_SYNC | O_DSYNC)),
-		    mode & 07777);
-	if (fd < 0 && errno == EEXIST && !(fi->flags & O_EXCL)) {
-		created = false;
-		fd = openat(dfd, name, bflags | O_NOFOLLOW | O_NONBLOCK);
-	}
+	do {
+		fd = openat(dfd, name,
+			    O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC |
+				(bflags & (O_SYNC | O_DSYNC)),
+			    mode & 07777);
+		if (fd < 0 && errno == EEXIST && !(fi->flags & O_EXCL)) {
+			created = false;
+			fd = openat(dfd, name,
+				    bflags | O_NOFOLLOW | O_NONBLOCK);
+		}
+		/* EMFILE comes before anything is made: try again once
+		 * the pruner has freed an fd */
+	} while (fd < 0 && fd_budget_retry(errno, &tries));
 	ret = fd < 0 ? -errno : 0;
 	creds_leave(&cr);
-	if (ret < 0) {
-		if (ret == -EMFILE || ret == -ENFILE)
-			fd_budget_exhausted();
+	if (ret < 0)
 		goto out_unlock;
-	}
 	if (fstat(fd, &st) < 0)
 		ret = -errno;
 	else if (!S_ISREG(st.st_mode))

@@ -1108,10 +1108,10 @@ static int check_openat2(int rootfd)
 /*
  * One O_PATH fd per node the kernel holds, plus a directory fd per
  * directory in use and one per open file: raise the soft fd limit to the
- * hard one (as root, the hard one to the kernel's nr_open first).  When
- * even that runs out, requests for new nodes fail with EMFILE and one log
- * line says so (fd_budget_exhausted()); the kernel forgets nodes under
- * memory pressure or on drop_caches, and the mount recovers.
+ * hard one (as root, the hard one to the kernel's nr_open first).  Near
+ * it, the pruner has the kernel forget unused nodes (fuse_node.c); when
+ * the nodes in use alone fill it, requests for new nodes fail with EMFILE
+ * and one log line says so (fd_budget_exhausted()).
  */
 static void raise_fd_limit(void)
 {
@@ -1496,6 +1496,9 @@ int main(int argc, char **argv)
 		goto out;
 	if (start_reload_thread() < 0)
 		rkfs_log(LOG_WARNING, "keyring reload on SIGHUP unavailable");
+	if (rkfs_nodes_prune_start(se) < 0)
+		rkfs_log(LOG_WARNING, "no node pruner: past the fd limit, "
+				      "new files fail with EMFILE");
 	if (!by_fd)
 		raise_readahead(mnt);
 	if (opt.idle_ms > 0 && !by_fd &&
@@ -1533,6 +1536,9 @@ out:
 	rkfs_se = NULL;
 	if (mounted)
 		fuse_session_unmount(se);
+	/* After the unmount: an invalidation it is sending may wait for a
+	 * directory a request nobody answers now holds until then. */
+	rkfs_nodes_prune_stop();
 	if (se)
 		fuse_session_destroy(se);
 	if (fs_ready)

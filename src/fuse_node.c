@@ -24,12 +24,34 @@
  * node lives, so two live nodes never show the same number.  After a
  * remount every file shows its backing inode number again.  Multiply-
  * linked files are rewritten in place by the tool and keep their inode.
+ *
+ * The fd budget.  The kernel decides how many nodes it holds (every
+ * cached dentry keeps one), and each costs the daemon an fd.  A tree
+ * walked or written through the mount can hold more than the fd limit
+ * allows long before memory pressure makes the kernel forget them.  So
+ * when the live nodes pass three quarters of the limit, a pruner thread
+ * picks files (never directories, open files or rebound nodes, whose
+ * shown inode number must last) not looked up since its last pass,
+ * clock-wise, until half the limit would remain, and asks the kernel to
+ * prune them (FUSE_NOTIFY_PRUNE; entry invalidations on kernels before
+ * 6.18): their unused dentries go, their FORGETs follow, and their fds
+ * close.  Nodes the kernel still uses (a mapped file) stay.  Listings
+ * give names without nodes meanwhile, and a lookup that meets the limit
+ * waits for the pruner (fd_budget_retry()).  Only when the nodes in use
+ * alone fill the limit do new lookups fail with EMFILE
+ * (fd_budget_exhausted()).
  */
 #include "fuse_i.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <sys/uio.h>
+#include <linux/fuse.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +74,13 @@ static pthread_mutex_t table_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct node root;
 static uint64_t synth_next = RKFS_SYNTH_INO;
 static size_t nodes_live;
+static size_t prune_high, prune_low; /* live nodes; 0: no pruner */
+static atomic_bool prune_tight;	     /* nodes_live > prune_high */
+static uint64_t nodes_freed;	     /* (T) ever */
+static unsigned fd_waiters;	     /* (T) in fd_budget_wait() */
+static uint64_t prune_empty_passes;  /* (T) passes that found nothing */
+static pthread_cond_t fd_cv = PTHREAD_COND_INITIALIZER; /* with table_mu */
+static void prune_wake(void);
 
 static void table_unlock(void);
 
@@ -132,6 +161,63 @@ int rkfs_flock_retry(int fd, int how)
 	return -EAGAIN;
 }
 
+/*
+ * Out of fds: have the pruner run and wait (100 ms at most) until a node
+ * is freed.  False at once when the pruner found nothing to prune (every
+ * node in use), when there is no pruner, and single-threaded.
+ */
+static bool fd_budget_wait(void)
+{
+	struct timespec until;
+	uint64_t freed, empty;
+	bool more = false;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_nsec += 100000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	if (rkfs_ms && rkfs_ms->single) {
+		/* the FORGETs that free nodes wait for this very thread */
+		prune_wake();
+		return false;
+	}
+	pthread_mutex_lock(&table_mu);
+	if (prune_high == 0) {
+		table_unlock();
+		return false;
+	}
+	freed = nodes_freed;
+	empty = prune_empty_passes;
+	fd_waiters++;
+	table_unlock();
+	prune_wake();
+	pthread_mutex_lock(&table_mu);
+	while (nodes_freed == freed && prune_empty_passes == empty &&
+	       pthread_cond_timedwait(&fd_cv, &table_mu, &until) == 0)
+		;
+	more = nodes_freed != freed;
+	fd_waiters--;
+	table_unlock();
+	return more;
+}
+
+bool fd_budget_retry(int err, unsigned *tries)
+{
+	int saved = errno;
+	bool again = false;
+
+	if (err != EMFILE && err != ENFILE)
+		return false;
+	if ((*tries)++ < 8)
+		again = fd_budget_wait();
+	if (!again)
+		fd_budget_exhausted();
+	errno = saved;
+	return again;
+}
+
 void fd_budget_exhausted(void)
 {
 	static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
@@ -151,12 +237,13 @@ void fd_budget_exhausted(void)
 	pthread_mutex_lock(&table_mu);
 	live = nodes_live;
 	table_unlock();
+	prune_wake();
 	(void)getrlimit(RLIMIT_NOFILE, &rl);
 	rkfs_log(LOG_ERR,
-		 "out of file descriptors: the kernel holds %zu nodes and the "
-		 "file descriptor limit is %llu; requests for new files fail "
-		 "with EMFILE until the kernel forgets some (raise the limit: "
-		 "ulimit -n, LimitNOFILE=)",
+		 "out of file descriptors: the kernel holds %zu nodes, too "
+		 "few of them unused, and the file descriptor limit is %llu; "
+		 "requests for new files fail with EMFILE until files are "
+		 "closed (raise the limit: ulimit -n, LimitNOFILE=)",
 		 live, (unsigned long long)rl.rlim_cur);
 }
 
@@ -268,6 +355,11 @@ static void node_free_locked(struct node *n)
 		unlink_chain(&by_name[name_hash(n->parent, n->name)], n,
 			     CHAIN_OFF(name_next));
 	nodes_live--;
+	nodes_freed++;
+	if (fd_waiters)
+		pthread_cond_broadcast(&fd_cv);
+	if (nodes_live <= prune_high)
+		atomic_store_explicit(&prune_tight, false, memory_order_relaxed);
 	n->next = graveyard;
 	graveyard = n;
 }
@@ -498,6 +590,7 @@ again:
 			return NULL;
 		}
 		n->nlookup++;
+		n->used = true;
 		(void)set_name_locked(n, parent, name);
 		table_unlock();
 		close(pfd);
@@ -518,7 +611,12 @@ again:
 	n->next = by_ino[ino_hash(n->dev, n->ino)];
 	by_ino[ino_hash(n->dev, n->ino)] = n;
 	nodes_live++;
+	n->used = true;
 	(void)set_name_locked(n, parent, name);
+	if (prune_high && nodes_live > prune_high) {
+		atomic_store_explicit(&prune_tight, true, memory_order_relaxed);
+		prune_wake();
+	}
 	table_unlock();
 	fill_entry(e, n, st);
 	return n;
@@ -528,16 +626,17 @@ int node_lookup(struct node *parent, const char *name,
 		struct fuse_entry_param *e, struct node **np)
 {
 	struct stat st;
+	unsigned tries = 0;
 	int pfd, dfd, err = 0;
 
 	*np = NULL;
-	dfd = node_fd_get(parent);
-	pfd = openat(dfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-	node_fd_put(parent);
+	do {
+		dfd = node_fd_get(parent);
+		pfd = openat(dfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+		node_fd_put(parent);
+	} while (pfd < 0 && fd_budget_retry(errno, &tries));
 	if (pfd < 0) {
 		err = -errno;
-		if (err == -EMFILE || err == -ENFILE)
-			fd_budget_exhausted();
 		return err;
 	}
 	if (fstat(pfd, &st) < 0) {
@@ -957,4 +1056,232 @@ gathered:
 	free(all);
 	*out = gens;
 	return ngens;
+}
+
+/* ---- the pruner ---- */
+
+bool nodes_budget_tight(void)
+{
+	return atomic_load_explicit(&prune_tight, memory_order_relaxed);
+}
+
+/* names invalidated in one pass at most */
+#define PRUNE_BATCH 4096
+/* the pause after a pass that found nothing to prune */
+#define PRUNE_PAUSE_NS 5000000L
+
+struct prune_victim {
+	fuse_ino_t node;
+	fuse_ino_t parent;
+	char name[NAME_MAX + 1];
+};
+
+static struct {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool wanted, stop, running;
+	pthread_t thread;
+	struct fuse_session *se;
+	bool no_prune_notify; /* the kernel has no FUSE_NOTIFY_PRUNE */
+	size_t hand; /* (T) the bucket the clock is at */
+} pruner = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+
+/* May be called with table_mu held (the pruner never waits for it under
+ * its own mutex). */
+static void prune_wake(void)
+{
+	pthread_mutex_lock(&pruner.mu);
+	if (pruner.running && !pruner.wanted) {
+		pruner.wanted = true;
+		pthread_cond_signal(&pruner.cv);
+	}
+	pthread_mutex_unlock(&pruner.mu);
+}
+
+static bool prune_stopping(void)
+{
+	bool stop;
+
+	pthread_mutex_lock(&pruner.mu);
+	stop = pruner.stop;
+	pthread_mutex_unlock(&pruner.mu);
+	return stop;
+}
+
+static bool prunable(const struct node *n)
+{
+	return n->type != S_IFDIR && n->parent && n->name && !n->removed &&
+	       !n->rebound && n->refs == 0;
+}
+
+/*
+ * FUSE_NOTIFY_PRUNE (protocol 7.45, Linux 6.18): the kernel drops the
+ * unused dentries of each node, by node id, without the directory locks
+ * an entry invalidation takes and without detaching anything mounted on
+ * them.  libfuse 3.14 has no call for it; the message is one header, a
+ * count and the ids.  0 or -errno (-EINVAL: not known to this kernel).
+ */
+#define PRUNE_NOTIFY_IDS 256
+#ifndef FUSE_NOTIFY_PRUNE
+#define FUSE_NOTIFY_PRUNE 9
+#endif
+
+static int notify_prune(const struct prune_victim *v, size_t k)
+{
+	struct {
+		struct fuse_out_header out;
+		uint32_t count, padding;
+		uint64_t spare;
+	} head;
+	uint64_t ids[PRUNE_NOTIFY_IDS];
+	struct iovec iov[2];
+	ssize_t n;
+
+	for (size_t i = 0; i < k; i++)
+		ids[i] = v[i].node;
+	memset(&head, 0, sizeof(head));
+	head.count = (uint32_t)k;
+	head.out.error = FUSE_NOTIFY_PRUNE;
+	head.out.unique = 0;
+	head.out.len = (uint32_t)(sizeof(head) + k * sizeof(ids[0]));
+	iov[0] = (struct iovec){&head, sizeof(head)};
+	iov[1] = (struct iovec){ids, k * sizeof(ids[0])};
+	n = writev(fuse_session_fd(pruner.se), iov, 2);
+	return n < 0 ? -errno : 0;
+}
+
+/* One pass: pick up to PRUNE_BATCH victims and invalidate their names;
+ * how many. */
+static size_t prune_pass(struct prune_victim *v)
+{
+	size_t want, got = 0, steps;
+
+	pthread_mutex_lock(&table_mu);
+	want = nodes_live > prune_low ? nodes_live - prune_low : 0;
+	if (want > PRUNE_BATCH)
+		want = PRUNE_BATCH;
+	/* twice round the clock: the first may only clear use bits */
+	for (steps = 0; steps < 2 * NODE_BUCKETS && got < want; steps++) {
+		struct node *n = by_ino[pruner.hand];
+
+		pruner.hand = (pruner.hand + 1) % NODE_BUCKETS;
+		for (; n && got < want; n = n->next) {
+			if (!prunable(n))
+				continue;
+			if (n->used) {
+				n->used = false;
+				continue;
+			}
+			if (strlen(n->name) > NAME_MAX)
+				continue;
+			v[got].node = node_id(n);
+			v[got].parent = node_id(n->parent);
+			strcpy(v[got].name, n->name);
+			got++;
+		}
+	}
+	if (got == 0) {
+		prune_empty_passes++;
+		if (fd_waiters)
+			pthread_cond_broadcast(&fd_cv);
+	}
+	table_unlock();
+	if (!pruner.no_prune_notify) {
+		for (size_t i = 0; i < got && !prune_stopping();
+		     i += PRUNE_NOTIFY_IDS) {
+			size_t k = got - i < PRUNE_NOTIFY_IDS ? got - i
+							      : PRUNE_NOTIFY_IDS;
+
+			if (notify_prune(v + i, k) == -EINVAL) {
+				pruner.no_prune_notify = true;
+				break;
+			}
+		}
+		if (!pruner.no_prune_notify)
+			return got;
+	}
+	/* Before Linux 6.18: entry invalidations, outside every lock (the
+	 * kernel takes the directory's lock, which a request in flight
+	 * there may hold until a worker answers it). */
+	for (size_t i = 0; i < got && !prune_stopping(); i++)
+		(void)fuse_lowlevel_notify_inval_entry(
+		    pruner.se, v[i].parent, v[i].name, strlen(v[i].name));
+	return got;
+}
+
+static void *prune_main(void *arg)
+{
+	struct prune_victim *v = arg;
+	const struct timespec pause = {0, PRUNE_PAUSE_NS},
+			      brief = {0, PRUNE_PAUSE_NS / 5};
+
+	for (;;) {
+		pthread_mutex_lock(&pruner.mu);
+		while (!pruner.wanted && !pruner.stop)
+			pthread_cond_wait(&pruner.cv, &pruner.mu);
+		pruner.wanted = false;
+		if (pruner.stop) {
+			pthread_mutex_unlock(&pruner.mu);
+			break;
+		}
+		pthread_mutex_unlock(&pruner.mu);
+		/* The kernel skips nodes it still uses (mapped, mounted on):
+		 * passes that keep finding those are spaced out, and one that
+		 * found nothing at all waits longer for files to close. */
+		nanosleep(prune_pass(v) ? &brief : &pause, NULL);
+	}
+	free(v);
+	return NULL;
+}
+
+int rkfs_nodes_prune_start(struct fuse_session *se)
+{
+	struct rlimit rl;
+	struct prune_victim *v;
+	sigset_t all, old;
+	size_t limit;
+	int err;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return -errno;
+	limit = rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > (1ULL << 30)
+		    ? (size_t)1 << 30
+		    : (size_t)rl.rlim_cur;
+	v = malloc(PRUNE_BATCH * sizeof(*v));
+	if (v == NULL)
+		return -ENOMEM;
+	pruner.se = se;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	err = pthread_create(&pruner.thread, NULL, prune_main, v);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (err) {
+		free(v);
+		return -err;
+	}
+	pthread_mutex_lock(&pruner.mu);
+	pruner.running = true;
+	pthread_mutex_unlock(&pruner.mu);
+	pthread_mutex_lock(&table_mu);
+	prune_high = limit / 4 * 3;
+	prune_low = limit / 2;
+	table_unlock();
+	return 0;
+}
+
+void rkfs_nodes_prune_stop(void)
+{
+	bool running;
+
+	pthread_mutex_lock(&table_mu);
+	prune_high = 0;
+	table_unlock();
+	pthread_mutex_lock(&pruner.mu);
+	running = pruner.running;
+	pruner.running = false;
+	pruner.stop = true;
+	pthread_cond_signal(&pruner.cv);
+	pthread_mutex_unlock(&pruner.mu);
+	if (running)
+		pthread_join(pruner.thread, NULL);
 }

@@ -429,7 +429,9 @@ static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size,
 		if (reserved_name(name))
 			goto skip;
 		memset(&e, 0, sizeof(e));
-		if (!plus || dot_or_dotdot(name)) {
+		/* Near the fd limit a listing leaves the fds to lookups of
+		 * the names in use: names alone, as READDIR gives them. */
+		if (!plus || dot_or_dotdot(name) || nodes_budget_tight()) {
 			e.attr.st_ino = dot_or_dotdot(name)
 					    ? d->entry->d_ino
 					    : (ino_t)node_shown_ino(
@@ -440,6 +442,16 @@ static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size,
 
 			if (ret == -ENOENT)
 				goto skip; /* gone meanwhile */
+			if (ret == -EMFILE || ret == -ENFILE) {
+				/* Out of fds: the name without a node (node id
+				 * 0); the kernel looks it up when it is used. */
+				memset(&e, 0, sizeof(e));
+				e.attr.st_ino = (ino_t)node_shown_ino(
+				    dn->dev, d->entry->d_ino);
+				e.attr.st_mode = (mode_t)d->entry->d_type
+						 << 12;
+				ret = 0;
+			}
 			if (ret < 0) {
 				err = -ret;
 				break;
