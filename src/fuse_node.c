@@ -191,9 +191,7 @@ static bool fd_budget_wait(void)
 	freed = nodes_freed;
 	empty = prune_empty_passes;
 	fd_waiters++;
-	table_unlock();
 	prune_wake();
-	pthread_mutex_lock(&table_mu);
 	while (nodes_freed == freed && prune_empty_passes == empty &&
 	       pthread_cond_timedwait(&fd_cv, &table_mu, &until) == 0)
 		;

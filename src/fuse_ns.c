@@ -415,6 +415,7 @@ static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size,
 		const char *name;
 		size_t entsize;
 		off_t next;
+		bool bare;
 
 		if (d->entry == NULL) {
 			errno = 0;
@@ -429,33 +430,28 @@ static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size,
 		if (reserved_name(name))
 			goto skip;
 		memset(&e, 0, sizeof(e));
-		/* Near the fd limit a listing leaves the fds to lookups of
-		 * the names in use: names alone, as READDIR gives them. */
-		if (!plus || dot_or_dotdot(name) || nodes_budget_tight()) {
+		/* Near the fd limit, or out of fds, a listing gives names
+		 * alone (node id 0, as READDIR does) and leaves the fds to
+		 * the lookups of names in use. */
+		bare = !plus || dot_or_dotdot(name) || nodes_budget_tight();
+		if (!bare) {
+			int ret = node_lookup(dn, name, &e, &en);
+
+			if (ret == -ENOENT)
+				goto skip; /* gone meanwhile */
+			bare = ret == -EMFILE || ret == -ENFILE;
+			if (ret < 0 && !bare) {
+				err = -ret;
+				break;
+			}
+		}
+		if (bare) {
+			memset(&e, 0, sizeof(e));
 			e.attr.st_ino = dot_or_dotdot(name)
 					    ? d->entry->d_ino
 					    : (ino_t)node_shown_ino(
 						  dn->dev, d->entry->d_ino);
 			e.attr.st_mode = (mode_t)d->entry->d_type << 12;
-		} else {
-			int ret = node_lookup(dn, name, &e, &en);
-
-			if (ret == -ENOENT)
-				goto skip; /* gone meanwhile */
-			if (ret == -EMFILE || ret == -ENFILE) {
-				/* Out of fds: the name without a node (node id
-				 * 0); the kernel looks it up when it is used. */
-				memset(&e, 0, sizeof(e));
-				e.attr.st_ino = (ino_t)node_shown_ino(
-				    dn->dev, d->entry->d_ino);
-				e.attr.st_mode = (mode_t)d->entry->d_type
-						 << 12;
-				ret = 0;
-			}
-			if (ret < 0) {
-				err = -ret;
-				break;
-			}
 		}
 		entsize = plus ? fuse_add_direntry_plus(req, p, rem, name, &e,
 							next)
