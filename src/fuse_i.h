@@ -207,11 +207,9 @@ void parent_unlock(struct node *p);
 void proc_fd_path(char *buf, size_t size, int fd);
 #define PROC_FD_LEN 32
 
-/* Log, at most once a minute, that the fd budget ran out. */
-void fd_budget_exhausted(void);
 /* After a call failed with err: true when the pruner freed a node and the
  * call is worth another try (*tries counts them); else false, and out of
- * fds is logged if err says so.  errno is kept. */
+ * fds is logged (at most once a minute) if err says so.  errno is kept. */
 bool fd_budget_retry(int err, unsigned *tries);
 
 /* flock(), retried on EINTR.  0 or -errno. */

@@ -421,6 +421,7 @@ static int attach(fuse_req_t req, struct node *n, int fd, int flags,
 static int open_backing(struct node *n, int flags, int *fdp)
 {
 	char proc[PROC_FD_LEN];
+	unsigned waits = 0;
 	struct stat st;
 	int fd, nfd, ret;
 
@@ -447,8 +448,8 @@ static int open_backing(struct node *n, int flags, int *fdp)
 				  backing_flags(flags) | O_CLOEXEC | O_NONBLOCK);
 		ret = fd < 0 ? -errno : 0;
 		node_fd_put(n);
-		if (ret == -EMFILE || ret == -ENFILE)
-			fd_budget_exhausted();
+		if (ret < 0 && fd_budget_retry(-ret, &waits))
+			continue; /* the pruner freed an fd */
 		if (ret < 0)
 			return ret;
 		ret = rkfs_flock_retry(fd, LOCK_SH);

@@ -50,17 +50,18 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
-#include <sys/uio.h>
-#include <linux/fuse.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <linux/fuse.h>
 
 #include "rekeyfs/error.h"
 
@@ -81,6 +82,7 @@ static unsigned fd_waiters;	     /* (T) in fd_budget_wait() */
 static uint64_t prune_empty_passes;  /* (T) passes that found nothing */
 static pthread_cond_t fd_cv = PTHREAD_COND_INITIALIZER; /* with table_mu */
 static void prune_wake(void);
+static void fd_budget_exhausted(void);
 
 static void table_unlock(void);
 
@@ -170,18 +172,18 @@ static bool fd_budget_wait(void)
 {
 	struct timespec until;
 	uint64_t freed, empty;
-	bool more = false;
+	bool more;
 
+	if (rkfs_ms && rkfs_ms->single) {
+		/* the FORGETs that free nodes wait for this very thread */
+		prune_wake();
+		return false;
+	}
 	clock_gettime(CLOCK_REALTIME, &until);
 	until.tv_nsec += 100000000L;
 	if (until.tv_nsec >= 1000000000L) {
 		until.tv_sec++;
 		until.tv_nsec -= 1000000000L;
-	}
-	if (rkfs_ms && rkfs_ms->single) {
-		/* the FORGETs that free nodes wait for this very thread */
-		prune_wake();
-		return false;
 	}
 	pthread_mutex_lock(&table_mu);
 	if (prune_high == 0) {
@@ -216,7 +218,7 @@ bool fd_budget_retry(int err, unsigned *tries)
 	return again;
 }
 
-void fd_budget_exhausted(void)
+static void fd_budget_exhausted(void)
 {
 	static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 	static time_t last;
@@ -675,6 +677,7 @@ int node_refresh(struct node *n)
 	struct stat st, nst;
 	char *name = NULL;
 	bool removed;
+	unsigned tries = 0;
 	int pfd, pdfd, old = -1, ret = -ESTALE;
 
 	if (n->type != S_IFREG || n == &root)
@@ -698,15 +701,15 @@ int node_refresh(struct node *n)
 	}
 	if (name == NULL)
 		goto out; /* where it is now is unknown: look it up again */
-	pdfd = node_fd_get(parent);
-	pfd = openat(pdfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-	node_fd_put(parent);
+	do {
+		pdfd = node_fd_get(parent);
+		pfd = openat(pdfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+		node_fd_put(parent);
+	} while (pfd < 0 && fd_budget_retry(errno, &tries));
 	node_put(parent);
 	if (pfd < 0) {
-		if (errno == EMFILE || errno == ENFILE) {
-			fd_budget_exhausted();
+		if (errno == EMFILE || errno == ENFILE)
 			ret = -errno;
-		}
 		goto out;
 	}
 	if (fstat(pfd, &nst) < 0 || nst.st_dev != n->dev ||
@@ -903,20 +906,21 @@ char *node_path(struct node *n)
 
 int dir_lock(struct node *d)
 {
+	unsigned tries = 0;
 	int ret = 0, fd;
 
 	if (d->type != S_IFDIR)
 		return -ENOTDIR;
 	pthread_mutex_lock(&d->dmu);
 	if (d->dfd < 0) {
-		fd = node_fd_get(d);
-		d->dfd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		node_fd_put(d);
-		if (d->dfd < 0) {
+		do {
+			fd = node_fd_get(d);
+			d->dfd = openat(fd, ".",
+					O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+			node_fd_put(d);
+		} while (d->dfd < 0 && fd_budget_retry(errno, &tries));
+		if (d->dfd < 0)
 			ret = -errno;
-			if (ret == -EMFILE || ret == -ENFILE)
-				fd_budget_exhausted();
-		}
 	}
 	if (ret == 0 && d->dlocks == 0)
 		ret = rkfs_flock_retry(d->dfd, LOCK_SH);

@@ -77,14 +77,14 @@ static int made(fuse_req_t req, int dfd, const char *name, mode_t type,
 		struct stat *st)
 {
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
-	int pfd = openat(dfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC), ret = 0;
+	unsigned tries = 0;
+	int pfd, ret = 0;
 
-	if (pfd < 0) {
-		ret = -errno;
-		if (ret == -EMFILE || ret == -ENFILE)
-			fd_budget_exhausted();
-		return ret;
-	}
+	do
+		pfd = openat(dfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	while (pfd < 0 && fd_budget_retry(errno, &tries));
+	if (pfd < 0)
+		return -errno;
 	if (fstat(pfd, st) < 0)
 		ret = -errno;
 	else if ((st->st_mode & S_IFMT) != type ||
@@ -358,23 +358,24 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct node *n = node_of(ino);
 	struct dhandle *d = calloc(1, sizeof(*d));
+	unsigned tries = 0;
 	int fd, dfd;
 
 	if (d == NULL) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	fd = node_fd_get(n);
-	dfd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	node_fd_put(n);
+	do {
+		fd = node_fd_get(n);
+		dfd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		node_fd_put(n);
+	} while (dfd < 0 && fd_budget_retry(errno, &tries));
 	if (dfd < 0 || (d->dp = fdopendir(dfd)) == NULL) {
 		int e = errno;
 
 		if (dfd >= 0)
 			close(dfd);
 		free(d);
-		if (e == EMFILE || e == ENFILE)
-			fd_budget_exhausted();
 		fuse_reply_err(req, e);
 		return;
 	}
