@@ -298,6 +298,7 @@ void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 struct fhandle {
 	int fd;	   /* real backing fd, LOCK_SH held */
 	int flags; /* the caller's open flags */
+	bool direct; /* FOPEN_DIRECT_IO: writes bypass the kernel's cache */
 	struct node *node;
 	struct fhandle *next_open; /* node->handles, under node->lock */
 	uint64_t seq_end;  /* end of the furthest read (backing offset) */
@@ -337,7 +338,8 @@ void io_unpin(struct node *n);
 /* Set the size of an open file (truncate, O_TRUNC). */
 int io_truncate(fuse_req_t req, struct fhandle *h, off_t size);
 
-void rkfs_io_setup(void);
+/* proto_minor: the kernel's FUSE protocol (fuse_conn_info) */
+void rkfs_io_setup(unsigned proto_minor);
 void rkfs_io_teardown(void);
 
 /* ---- namespace (fuse_ns.c) ---- */

@@ -35,8 +35,14 @@
 static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct rkfs_sealer *sealer;
 
-void rkfs_io_setup(void)
+/* New write-only files are written directly (op_create). */
+static bool direct_new_files;
+
+void rkfs_io_setup(unsigned proto_minor)
 {
+	/* From protocol 7.39 (Linux 6.6) a direct write drops the pages
+	 * other handles cached for its range; before, they would go stale. */
+	direct_new_files = proto_minor >= 39;
 	if (sealer == NULL && rkfs_sealer_start(&sealer, 1) < 0)
 		sealer = NULL; /* large writes then run on one thread */
 }
@@ -683,6 +689,26 @@ out_unlock:
 		fuse_reply_err(req, -ret);
 		return;
 	}
+	/*
+	 * A file made here and opened write-only is written past the
+	 * kernel's page cache.  Through the cache, the kernel asks for
+	 * security.capability before the first write to each file (it must
+	 * know whether a write removes it): one more round trip for every
+	 * new file, one in four that a small file costs.  Direct writes
+	 * leave privileges to the daemon (op_write) and to the backing
+	 * filesystem.  Nothing else is lost: the handle cannot read or map
+	 * the file, every write() is one WRITE either way (the mount has no
+	 * writeback cache), and the kernel drops the pages other handles
+	 * cached for the range a direct write changes (from Linux 6.6;
+	 * before, new files keep the cache).  Only the bytes written are
+	 * not left in the cache for a later reader.  A file opened, not
+	 * made, keeps the cache: others may be using it.
+	 */
+	if (created && (fi->flags & O_ACCMODE) == O_WRONLY &&
+	    direct_new_files) {
+		fi->direct_io = 1;
+		h->direct = true;
+	}
 	fi->fh = (uintptr_t)h;
 	if (fuse_reply_create(req, &e, fi) != 0) {
 		io_close(h);
@@ -774,6 +800,7 @@ void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
 	struct fhandle *h = fhandle_of(fi);
 	struct node *n = h->node;
 	uint64_t bad = UINT64_MAX;
+	bool dropped = false;
 	struct kref *k;
 	ssize_t r;
 
@@ -790,9 +817,13 @@ void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
 		if ((h->flags & O_APPEND) && !fi->writepage)
 			off = (off_t)n->file.size;
 		/* Normally already done by the SETATTR before it; this
-		 * covers a kernel that skipped that check. */
+		 * covers direct writes, which come with no SETATTR, and a
+		 * kernel that skipped that check.  (File capabilities need
+		 * nothing: the backing filesystem removes them on the
+		 * daemon's own write, as on anyone's.) */
 		r = drop_suidgid(req, h->fd,
 				 rkfs_wire_kill_suidgid(FUSE_WRITE, ino));
+		dropped = r > 0;
 		if (r >= 0)
 			r = rkfs_file_write_mt(&n->file, h->fd, buf, size,
 					       (uint64_t)off, k->kr, &bad,
@@ -804,6 +835,10 @@ void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
 		pthread_rwlock_unlock(&n->lock);
 	}
 	kr_put(k);
+	/* The kernel keeps the mode it had cached: drop it, so that no
+	 * exec or permission check meets the cleared bits. */
+	if (dropped && rkfs_se)
+		(void)fuse_lowlevel_notify_inval_inode(rkfs_se, ino, -1, 0);
 	if (r < 0)
 		fuse_reply_err(req, (int)-r);
 	else

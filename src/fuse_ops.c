@@ -32,7 +32,7 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	/* Locks stay local to the kernel: the daemon's own flocks are the
 	 * rekey protocol's, not the callers'. */
 	conn->want &= ~(unsigned)(FUSE_CAP_FLOCK_LOCKS | FUSE_CAP_POSIX_LOCKS);
-	rkfs_io_setup();
+	rkfs_io_setup(conn->proto_minor);
 }
 
 static void op_destroy(void *userdata)

@@ -112,3 +112,91 @@ os.close(fd)
 	[ "$writes" -ge 200 ]
 	[ "$asks" -le 2 ]
 }
+
+# newfile DIR: as nobody, make DIR/n with mode 06777 through a write-only
+# O_CREAT handle, write, set 06777 again through it and write again; print
+# the mode after each step, as the writer's own fstat sees it at once.
+newfile_as_nobody() {
+	setpriv --reuid=nobody --regid=nogroup --clear-groups -- \
+		/usr/bin/python3 -c '
+import os, sys
+os.umask(0)
+fd = os.open(sys.argv[1] + "/n", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o6777)
+out = ["%o" % os.fstat(fd).st_mode]
+os.write(fd, b"x")
+out.append("%o" % os.fstat(fd).st_mode)
+os.fchmod(fd, 0o6777)
+os.pwrite(fd, b"y", 100)
+out.append("%o" % os.fstat(fd).st_mode)
+os.close(fd)
+print(" ".join(out))
+' "$1"
+}
+
+@test "a new file's write-only handle clears suid and sgid as on a local filesystem" {
+	local plain mnt
+	plain=$(newfile_as_nobody "$PLAIN")
+	mnt=$(newfile_as_nobody "$MNT")
+	echo "plain: $plain; mount: $mnt" >&2
+	[ "$plain" = "106777 100777 100777" ]
+	[ "$mnt" = "$plain" ]
+	[ "$(stat -c %a "$BACK/n")" = 777 ]
+	[ "$(stat -c %s "$MNT/n")" = 101 ]
+	# root (CAP_FSETID) keeps them
+	python3 -c '
+import os, sys
+os.umask(0)
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o6777)
+os.write(fd, b"x")
+os.close(fd)
+' "$MNT/r"
+	[ "$(stat -c %a "$MNT/r")" = 6777 ]
+}
+
+@test "a new file's write-only handle drops security.capability on write" {
+	python3 -c '
+import errno, os, struct, sys
+cap = struct.pack("<IIIII", 0x02000001, 1 << 13, 0, 0, 0)
+for d in sys.argv[1:]:
+    p = d + "/c"
+    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o755)
+    os.write(fd, b"a")
+    os.setxattr(p, "security.capability", cap)
+    assert os.getxattr(p, "security.capability") == cap, d
+    os.write(fd, b"b")
+    try:
+        os.getxattr(p, "security.capability")
+        sys.exit("%s: security.capability kept after a write" % d)
+    except OSError as e:
+        assert e.errno == errno.ENODATA, (d, e)
+    os.close(fd)
+' "$PLAIN" "$MNT"
+	run getfattr -n security.capability "$BACK/c"
+	[ "$status" -ne 0 ]
+	[ "$(cat "$MNT/c")" = ab ]
+}
+
+@test "a suid file written through a new file's handle runs without the owner's ids" {
+	[ -x /usr/bin/id ] || skip "no /usr/bin/id"
+	id daemon >/dev/null 2>&1 || skip "no user daemon"
+	rk_unmount
+	rk_mount -o allow_other,suid
+	chmod 1777 "$MNT"
+	# nobody writes a program, makes it suid nobody, then writes one byte
+	# more through the same handle, which clears suid; another user runs
+	# it at once, with no stat in between to refresh the kernel's view
+	setpriv --reuid=nobody --regid=nogroup --clear-groups -- \
+		/usr/bin/python3 -c '
+import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o755)
+with open("/usr/bin/id", "rb") as f:
+    os.write(fd, f.read())
+os.fchmod(fd, 0o4755)
+os.write(fd, b"\0")
+os.close(fd)
+' "$MNT/prog"
+	run setpriv --reuid=daemon --regid=daemon --clear-groups -- "$MNT/prog" -u
+	[ "$status" -eq 0 ]
+	[ "$output" = "$(id -u daemon)" ]
+	[ "$(stat -c %a "$MNT/prog")" = 755 ]
+}
