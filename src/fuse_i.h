@@ -298,7 +298,6 @@ void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 struct fhandle {
 	int fd;	   /* real backing fd, LOCK_SH held */
 	int flags; /* the caller's open flags */
-	bool direct; /* FOPEN_DIRECT_IO: writes bypass the kernel's cache */
 	struct node *node;
 	struct fhandle *next_open; /* node->handles, under node->lock */
 	uint64_t seq_end;  /* end of the furthest read (backing offset) */

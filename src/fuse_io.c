@@ -705,10 +705,8 @@ out_unlock:
 	 * made, keeps the cache: others may be using it.
 	 */
 	if (created && (fi->flags & O_ACCMODE) == O_WRONLY &&
-	    direct_new_files) {
+	    direct_new_files)
 		fi->direct_io = 1;
-		h->direct = true;
-	}
 	fi->fh = (uintptr_t)h;
 	if (fuse_reply_create(req, &e, fi) != 0) {
 		io_close(h);
