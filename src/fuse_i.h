@@ -119,6 +119,9 @@ void rkfs_nodes_clear(void);
 /* The node's fd, held against rebinding until node_fd_put(). */
 int node_fd_get(struct node *n);
 void node_fd_put(struct node *n);
+/* A real O_RDONLY fd of directory node d, waiting for the pruner when out
+ * of fds; -1 with errno set. */
+int node_open_dir(struct node *d);
 
 /* The node of a FUSE inode number (a node the kernel holds). */
 struct node *node_of(fuse_ino_t ino);

@@ -1111,7 +1111,7 @@ static int check_openat2(int rootfd)
  * hard one (as root, the hard one to the kernel's nr_open first).  Near
  * it, the pruner has the kernel forget unused nodes (fuse_node.c); when
  * the nodes in use alone fill it, requests for new nodes fail with EMFILE
- * and one log line says so (fd_budget_exhausted()).
+ * and one log line says so (fd_budget_retry()).
  */
 static void raise_fd_limit(void)
 {

@@ -487,6 +487,37 @@ void node_fd_put(struct node *n)
 	pthread_rwlock_unlock(&n->fdmu);
 }
 
+/*
+ * An O_PATH fd of name in directory node d (a symlink's own, never its
+ * target's), waiting for the pruner when out of fds (fd_budget_retry()).
+ * The fd, or -1 with errno set.
+ */
+static int node_open_name(struct node *d, const char *name)
+{
+	unsigned tries = 0;
+	int dfd, fd;
+
+	do {
+		dfd = node_fd_get(d);
+		fd = openat(dfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+		node_fd_put(d);
+	} while (fd < 0 && fd_budget_retry(errno, &tries));
+	return fd;
+}
+
+int node_open_dir(struct node *d)
+{
+	unsigned tries = 0;
+	int nfd, fd;
+
+	do {
+		nfd = node_fd_get(d);
+		fd = openat(nfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		node_fd_put(d);
+	} while (fd < 0 && fd_budget_retry(errno, &tries));
+	return fd;
+}
+
 void node_hold(struct node *n)
 {
 	pthread_mutex_lock(&table_mu);
@@ -626,15 +657,10 @@ int node_lookup(struct node *parent, const char *name,
 		struct fuse_entry_param *e, struct node **np)
 {
 	struct stat st;
-	unsigned tries = 0;
-	int pfd, dfd, err = 0;
+	int pfd, err = 0;
 
 	*np = NULL;
-	do {
-		dfd = node_fd_get(parent);
-		pfd = openat(dfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-		node_fd_put(parent);
-	} while (pfd < 0 && fd_budget_retry(errno, &tries));
+	pfd = node_open_name(parent, name);
 	if (pfd < 0) {
 		err = -errno;
 		return err;
@@ -677,8 +703,7 @@ int node_refresh(struct node *n)
 	struct stat st, nst;
 	char *name = NULL;
 	bool removed;
-	unsigned tries = 0;
-	int pfd, pdfd, old = -1, ret = -ESTALE;
+	int pfd, err, old = -1, ret = -ESTALE;
 
 	if (n->type != S_IFREG || n == &root)
 		return 0;
@@ -701,15 +726,12 @@ int node_refresh(struct node *n)
 	}
 	if (name == NULL)
 		goto out; /* where it is now is unknown: look it up again */
-	do {
-		pdfd = node_fd_get(parent);
-		pfd = openat(pdfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-		node_fd_put(parent);
-	} while (pfd < 0 && fd_budget_retry(errno, &tries));
+	pfd = node_open_name(parent, name);
+	err = errno; /* node_put() may close a freed node's fd */
 	node_put(parent);
 	if (pfd < 0) {
-		if (errno == EMFILE || errno == ENFILE)
-			ret = -errno;
+		if (err == EMFILE || err == ENFILE)
+			ret = -err;
 		goto out;
 	}
 	if (fstat(pfd, &nst) < 0 || nst.st_dev != n->dev ||
@@ -906,19 +928,13 @@ char *node_path(struct node *n)
 
 int dir_lock(struct node *d)
 {
-	unsigned tries = 0;
-	int ret = 0, fd;
+	int ret = 0;
 
 	if (d->type != S_IFDIR)
 		return -ENOTDIR;
 	pthread_mutex_lock(&d->dmu);
 	if (d->dfd < 0) {
-		do {
-			fd = node_fd_get(d);
-			d->dfd = openat(fd, ".",
-					O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-			node_fd_put(d);
-		} while (d->dfd < 0 && fd_budget_retry(errno, &tries));
+		d->dfd = node_open_dir(d);
 		if (d->dfd < 0)
 			ret = -errno;
 	}

@@ -358,18 +358,13 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct node *n = node_of(ino);
 	struct dhandle *d = calloc(1, sizeof(*d));
-	unsigned tries = 0;
-	int fd, dfd;
+	int dfd;
 
 	if (d == NULL) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	do {
-		fd = node_fd_get(n);
-		dfd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		node_fd_put(n);
-	} while (dfd < 0 && fd_budget_retry(errno, &tries));
+	dfd = node_open_dir(n);
 	if (dfd < 0 || (d->dp = fdopendir(dfd)) == NULL) {
 		int e = errno;
 
