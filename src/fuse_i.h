@@ -301,6 +301,7 @@ void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 struct fhandle {
 	int fd;	   /* real backing fd, LOCK_SH held */
 	int flags; /* the caller's open flags */
+	bool direct; /* written past the kernel's page cache (direct_handle) */
 	struct node *node;
 	struct fhandle *next_open; /* node->handles, under node->lock */
 	uint64_t seq_end;  /* end of the furthest read (backing offset) */

@@ -40,8 +40,9 @@ static bool direct_new_files;
 
 void rkfs_io_setup(unsigned proto_minor)
 {
-	/* From protocol 7.39 (Linux 6.6) a direct write drops the pages
-	 * other handles cached for its range; before, they would go stale. */
+	/* From protocol 7.39 (Linux 6.6) the kernel drops the pages other
+	 * handles cached for a direct write's range; before, they would
+	 * stay stale (direct_handle()). */
 	direct_new_files = proto_minor >= 39;
 	if (sealer == NULL && rkfs_sealer_start(&sealer, 1) < 0)
 		sealer = NULL; /* large writes then run on one thread */
@@ -344,12 +345,48 @@ static int backing_flags(int flags)
 }
 
 /*
+ * Is a new handle of n with these open flags written past the page cache?
+ * want: op_create asks for it (a file it made, opened write-only).  Under
+ * n's write lock, so that a handle attached at the same time is seen.
+ *
+ * The kernel drops the pages others cached for a direct write's range
+ * before it sends the write, and again once it is written (from Linux
+ * 6.19, and in stable kernels that took that fix, as this one's tests
+ * show): a read or a fault that lands in between does not keep the old
+ * bytes.  No drop can save a page dirtied through a shared writable map
+ * in that window, though: written back, it would put the old bytes over
+ * the new ones.  So the file is written directly only when nothing else
+ * has it open, and while it is, every handle opened read-write (the only
+ * kind that can map it shared and writable) is direct as well: no page
+ * of it is ever dirty in the cache.  Such a handle maps only privately
+ * (a shared map fails with ENODEV); a read-only handle keeps the cache.
+ *
+ * The daemon does not drop the range itself after the write, for kernels
+ * without that fix: a drop waits for the lock of a page a reader is
+ * reading in, until its READ is answered, and a READ that the loop took
+ * as it was ending is never answered, so a SIGTERM would leave the daemon
+ * and the reader hung for good.
+ */
+static bool direct_handle(const struct node *n, int flags, bool want)
+{
+	if (want)
+		return n->handles == NULL;
+	if ((flags & O_ACCMODE) != O_RDWR)
+		return false;
+	for (const struct fhandle *o = n->handles; o; o = o->next_open) {
+		if (o->direct)
+			return true;
+	}
+	return false;
+}
+
+/*
  * Attach a locked backing fd of n to a new handle: load the file state if
  * this is the first open, apply O_TRUNC, give a new file its header.  On
  * success the handle owns fd; on failure fd is closed.
  */
 static int attach(fuse_req_t req, struct node *n, int fd, int flags,
-		  bool created, uint32_t op, struct fhandle **hp)
+		  bool created, bool direct, uint32_t op, struct fhandle **hp)
 {
 	struct fhandle *h = calloc(1, sizeof(*h));
 	uint64_t bad = UINT64_MAX;
@@ -395,6 +432,7 @@ static int attach(fuse_req_t req, struct node *n, int fd, int flags,
 	} else {
 		h->fd = fd;
 		h->flags = flags;
+		h->direct = direct_handle(n, flags, direct);
 		h->node = n;
 		h->next_open = n->handles;
 		n->handles = h;
@@ -490,7 +528,8 @@ int io_open(fuse_req_t req, struct node *n, int flags, struct fhandle **hp)
 	ret = open_backing(n, flags, &fd);
 	if (ret < 0)
 		return ret;
-	return attach(req, n, fd, flags & ~O_TRUNC, false, FUSE_OPEN, hp);
+	return attach(req, n, fd, flags & ~O_TRUNC, false, false, FUSE_OPEN,
+		      hp);
 }
 
 void io_close(struct fhandle *h)
@@ -554,11 +593,13 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 	ret = open_backing(n, fi->flags, &fd);
 	if (ret == 0)
-		ret = attach(req, n, fd, fi->flags, false, FUSE_OPEN, &h);
+		ret = attach(req, n, fd, fi->flags, false, false, FUSE_OPEN,
+			     &h);
 	if (ret < 0) {
 		fuse_reply_err(req, -ret);
 		return;
 	}
+	fi->direct_io = h->direct;
 	fi->fh = (uintptr_t)h;
 	if (fuse_reply_open(req, fi) != 0)
 		io_close(h); /* interrupted: the kernel has no handle */
@@ -600,7 +641,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	int bflags = backing_flags(fi->flags) | O_NOFOLLOW | O_CLOEXEC;
 	struct fuse_entry_param e;
 	struct fhandle *h = NULL;
-	bool created = true, locked = false;
+	bool created = true, locked = false, direct;
 	unsigned tries = 0;
 	struct creds cr;
 	struct stat st;
@@ -670,14 +711,33 @@ out_unlock:
 		fuse_reply_err(req, -ret);
 		return;
 	}
+	/*
+	 * A file made here and opened write-only is written past the
+	 * kernel's page cache.  Through the cache, the kernel asks for
+	 * security.capability before the first write to each file (it must
+	 * know whether a write removes it): one more round trip for every
+	 * new file, one in four that a small file costs.  Direct writes
+	 * leave privileges to the daemon (op_write) and to the backing
+	 * filesystem.  The handle cannot read or map the file, and the
+	 * mount has no writeback cache, so only two things change: the
+	 * bytes written are not left in the cache for a later reader, and
+	 * a write() from a buffer that does not start on a page boundary
+	 * is sent as two WRITEs when it spans more pages than one request
+	 * carries (one block at the seam is then sealed twice).  How other
+	 * handles stay coherent: direct_handle().  A file opened, not made,
+	 * keeps the cache.
+	 */
+	direct = created && (fi->flags & O_ACCMODE) == O_WRONLY &&
+		 direct_new_files;
 	if (locked) {
-		ret = attach(req, n, fd, fi->flags, created, FUSE_CREATE, &h);
+		ret = attach(req, n, fd, fi->flags, created, direct,
+			     FUSE_CREATE, &h);
 	} else {
 		/* Busy in a rekey: open it the long way, which waits. */
 		close(fd);
 		ret = open_backing(n, fi->flags, &fd);
 		if (ret == 0)
-			ret = attach(req, n, fd, fi->flags, false,
+			ret = attach(req, n, fd, fi->flags, false, direct,
 				     FUSE_CREATE, &h);
 	}
 	if (ret == 0)
@@ -689,24 +749,7 @@ out_unlock:
 		fuse_reply_err(req, -ret);
 		return;
 	}
-	/*
-	 * A file made here and opened write-only is written past the
-	 * kernel's page cache.  Through the cache, the kernel asks for
-	 * security.capability before the first write to each file (it must
-	 * know whether a write removes it): one more round trip for every
-	 * new file, one in four that a small file costs.  Direct writes
-	 * leave privileges to the daemon (op_write) and to the backing
-	 * filesystem.  Nothing else is lost: the handle cannot read or map
-	 * the file, every write() is one WRITE either way (the mount has no
-	 * writeback cache), and the kernel drops the pages other handles
-	 * cached for the range a direct write changes (from Linux 6.6;
-	 * before, new files keep the cache).  Only the bytes written are
-	 * not left in the cache for a later reader.  A file opened, not
-	 * made, keeps the cache: others may be using it.
-	 */
-	if (created && (fi->flags & O_ACCMODE) == O_WRONLY &&
-	    direct_new_files)
-		fi->direct_io = 1;
+	fi->direct_io = h->direct;
 	fi->fh = (uintptr_t)h;
 	if (fuse_reply_create(req, &e, fi) != 0) {
 		io_close(h);

@@ -338,6 +338,201 @@ EOF
 	[ "$(cat "$MNT/coh.log")" = "$(printf 'one\ntwo\nthree')" ]
 }
 
+# The kernel drops other handles' pages before a direct write, and from
+# Linux 6.19 (or a stable kernel with that fix) after it too: pages
+# faulted in while the write is on its way must not keep the old bytes.
+@test "maps that fault pages in while a direct write is on its way see it right after" {
+	"$PY" - "$MNT/race" <<'EOF'
+import mmap, os, struct, sys, time
+p = sys.argv[1]
+w = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+os.write(w, struct.pack("<Q", 0) * 512)
+pid = os.fork()
+if pid == 0:
+    # keep faulting page 0 in through a map of its own
+    fd = os.open(p, os.O_RDONLY)
+    m = mmap.mmap(fd, 4096, prot=mmap.PROT_READ)
+    end = time.monotonic() + 30
+    while time.monotonic() < end and not os.path.exists(p + ".stop"):
+        m.madvise(mmap.MADV_DONTNEED)
+        m[0:8]
+    os._exit(0)
+r = os.open(p, os.O_RDONLY)
+m = mmap.mmap(r, 4096, prot=mmap.PROT_READ)
+late = stuck = 0
+for i in range(1, 3001):
+    os.pwrite(w, struct.pack("<Q", i), 0)
+    # the range is dropped right after the write's reply
+    until = time.monotonic() + 2
+    while True:
+        m.madvise(mmap.MADV_DONTNEED)
+        if struct.unpack("<Q", m[0:8])[0] == i:
+            break
+        if time.monotonic() > until:
+            stuck += 1
+            break
+        late += 1
+        time.sleep(0.001)
+open(p + ".stop", "w").close()
+os.waitpid(pid, 0)
+print("old bytes seen right after a write: %d, for good: %d" % (late, stuck), file=sys.stderr)
+assert stuck == 0
+EOF
+}
+
+# Many new files written directly while readers keep faulting their
+# pages in: every write lands and nothing stalls.
+@test "many direct writers with readers faulting the same pages never stall the mount" {
+	timeout 120 "$PY" - "$MNT" 12 3 <<'EOF'
+import mmap, os, struct, sys, time
+d, npairs, secs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+stop = os.path.join(d, "stop")
+readers, writers = [], []
+for k in range(npairs):
+    p = os.path.join(d, "f%02d" % k)
+    w = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    os.write(w, b"\0" * 65536)
+    pid = os.fork()
+    if pid == 0:
+        m = mmap.mmap(os.open(p, os.O_RDONLY), 65536, prot=mmap.PROT_READ)
+        while not os.path.exists(stop):
+            m.madvise(mmap.MADV_DONTNEED)
+            for off in range(0, 65536, 4096):
+                m[off:off + 8]
+        os._exit(0)
+    readers.append(pid)
+    pid = os.fork()
+    if pid == 0:
+        i, end = 0, time.monotonic() + secs
+        while time.monotonic() < end:
+            i += 1
+            for off in range(0, 65536, 4096):
+                os.pwrite(w, struct.pack("<Q", i), off)
+        r = os.open(p, os.O_RDONLY)
+        for off in range(0, 65536, 4096):
+            assert os.pread(r, 8, off) == struct.pack("<Q", i), (p, off)
+        os._exit(0)
+    writers.append(pid)
+    os.close(w)
+bad = sum(os.waitpid(pid, 0)[1] != 0 for pid in writers)
+open(stop, "w").close()
+for pid in readers:
+    os.waitpid(pid, 0)
+assert bad == 0, bad
+EOF
+}
+
+# A SIGTERM in the middle of direct writes and faulting readers: the
+# daemon exits and nobody hangs.  (A cache drop sent by the daemon waits
+# for a reader's READ, which the ending loop may never answer: see
+# direct_handle().)
+@test "SIGTERM while direct writers and mapped readers are busy: the daemon exits, nobody hangs" {
+	local pid conn wl i
+	pid=$(rk_daemon_pid)
+	conn=$(stat -c %d "$MNT")
+	timeout 60 "$PY" - "$MNT" 8 >/dev/null 2>&1 <<'EOF' &
+import mmap, os, struct, sys, time
+d, npairs = sys.argv[1], int(sys.argv[2])
+for k in range(npairs):
+    p = os.path.join(d, "f%02d" % k)
+    w = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    os.write(w, b"\0" * 65536)
+    if os.fork() == 0:
+        m = mmap.mmap(os.open(p, os.O_RDONLY), 65536, prot=mmap.PROT_READ)
+        while True:
+            m.madvise(mmap.MADV_DONTNEED)
+            for off in range(0, 65536, 4096):
+                m[off:off + 8]
+    if os.fork() == 0:
+        i = 0
+        while True:
+            i += 1
+            for off in range(0, 65536, 4096):
+                os.pwrite(w, struct.pack("<Q", i), off)
+    os.close(w)
+while True:
+    os.wait()
+EOF
+	wl=$!
+	sleep 2
+	kill -TERM "$pid"
+	for i in $(seq 1 150); do
+		[ "$(ls "/proc/$pid/task" 2>/dev/null | wc -l)" -le 1 ] && break
+		sleep 0.1
+	done
+	if [ "$(ls "/proc/$pid/task" 2>/dev/null | wc -l)" -gt 1 ]; then
+		echo "the daemon hangs: $(cat /proc/$pid/task/*/wchan 2>/dev/null | tr '\0' ' ')" >&2
+		kill -KILL -- "-$wl" 2>/dev/null || true
+		mountpoint -q /sys/fs/fuse/connections || mount -t fusectl none /sys/fs/fuse/connections
+		echo 1 >"/sys/fs/fuse/connections/$conn/abort"
+		umount /sys/fs/fuse/connections || true
+		false
+	fi
+	# timeout leads a process group of its own: the workload, all of it
+	kill -KILL -- "-$wl" 2>/dev/null || true
+	wait "$wl" 2>/dev/null || true
+	grep -q "unmounted $BACK from $MNT" "$LOG"
+	! mountpoint -q "$MNT" || false
+}
+
+# While the file's maker writes past the cache, a read-write handle does
+# too: no page of the file is dirty in the cache for a direct write to
+# miss, so a shared writable map waits for the maker's close.
+@test "a read-write open of a file its maker writes directly is direct too and keeps every write" {
+	rk_unmount
+	: >"$LOG"
+	rk_mount -d
+	local minor
+	"$PY" -c 'import os,sys; os.close(os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT, 0o644))' "$MNT/probe"
+	minor=$(sed -n 's/.*INIT: 7\.\([0-9]*\).*/\1/p' "$LOG" | head -n 1)
+	[ -n "$minor" ] || { grep -m3 INIT "$LOG" >&2; false; }
+	[ "$minor" -ge 39 ] || skip "kernel FUSE protocol 7.$minor"
+	"$PY" - "$MNT/rw" <<'EOF'
+import errno, mmap, os, sys
+p = sys.argv[1]
+w = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+os.write(w, b"a" * 8192)
+b = os.open(p, os.O_RDWR)
+try:
+    mmap.mmap(b, 8192, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    raise SystemExit("a shared writable map while the maker writes directly")
+except OSError as e:
+    assert e.errno == errno.ENODEV, e
+priv = mmap.mmap(b, 8192, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+assert priv[:] == b"a" * 8192
+os.pwrite(b, b"B" * 100, 200)
+os.pwrite(w, b"A" * 100, 0)
+os.pwrite(b, b"C" * 100, 4000)
+os.pwrite(w, b"D" * 10, 4050)
+want = b"A" * 100 + b"a" * 100 + b"B" * 100 + b"a" * 3700 + b"C" * 50 + b"D" * 10 + b"C" * 40 + b"a" * 4092
+assert os.pread(b, 8192, 0) == want
+priv.close()
+os.close(w)
+# a direct handle makes the next read-write one direct, maker or not
+c = os.open(p, os.O_RDWR)
+try:
+    mmap.mmap(c, 8192, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+    raise SystemExit("a shared map while a direct handle is open")
+except OSError as e:
+    assert e.errno == errno.ENODEV, e
+os.close(c)
+os.close(b)
+# with no direct handle left, maps are shared again
+c = os.open(p, os.O_RDWR)
+r = os.open(p, os.O_RDONLY)
+m = mmap.mmap(c, 8192, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+assert m[:] == want
+m[300:310] = b"M" * 10
+m.flush()
+assert os.pread(r, 10, 300) == b"M" * 10
+m.close()
+os.close(c)
+os.close(r)
+EOF
+	[ "$(head -c 100 "$MNT/rw")" = "$(printf 'A%.0s' $(seq 100))" ]
+	[ "$(dd if="$MNT/rw" bs=1 skip=300 count=10 status=none)" = MMMMMMMMMM ]
+}
+
 @test "a new file written write-only costs no security.capability round trip" {
 	rk_unmount
 	: >"$LOG"
