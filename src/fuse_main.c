@@ -1518,9 +1518,14 @@ int main(int argc, char **argv)
 	} else {
 		/* The API-3.5 form of the loop config (FUSE_USE_VERSION
 		 * 35): fuse_loop_cfg_create() makes the 3.12 one, which
-		 * this loop would misread. */
+		 * this loop would misread.  Idle workers all wait on the
+		 * channel and the kernel wakes the one idle longest, so
+		 * each one kept makes one-at-a-time requests rotate over
+		 * more threads and CPUs; below two, libfuse would start a
+		 * thread for every request.  Parallel load still gets up
+		 * to max_threads busy workers. */
 		struct fuse_loop_config lc = {.clone_fd = 0,
-					      .max_idle_threads = 10};
+					      .max_idle_threads = 2};
 
 		ret = fuse_session_loop_mt(se, &lc);
 	}
