@@ -35,6 +35,7 @@ static void *helper_main(void *p)
 	struct rkfs_helper *h = p;
 	int r;
 
+	(void)pthread_setname_np(pthread_self(), "rekeyfs-sealer");
 	pthread_mutex_lock(&h->mu);
 	for (;;) {
 		while (!h->posted && !h->quit)

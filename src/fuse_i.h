@@ -2,6 +2,7 @@
  * Internal interface of the rekeyfs daemon, split by concern:
  *
  *   fuse_main.c   options, start-up checks, the session, reload triggers
+ *   fuse_loop.c   the request loop: worker threads reading the channel
  *   fuse_ops.c    the operations table, INIT and DESTROY
  *   fuse_node.c   the node table: backing inodes, lookup counts, names,
  *                 rebinding after a rekey, directory locks, the fd budget
@@ -393,6 +394,17 @@ void rkfs_fs_teardown(void);
  */
 int rkfs_wire_install(struct fuse_session *se);
 enum rkfs_kill rkfs_wire_kill_suidgid(uint32_t op, fuse_ino_t nodeid);
+
+/* ---- the request loop (fuse_loop.c) ---- */
+
+/*
+ * Serve se's requests on worker threads until the session ends (a
+ * termination signal, the unmount or a channel error).  0 or -errno.
+ */
+int rkfs_loop_run(struct fuse_session *se);
+/* The request this thread serves is being answered (called by the
+ * channel's writer for each reply; a no-op off the loop's workers). */
+void rkfs_loop_replying(void);
 
 /* ---- -o idle (fuse_idle.c) ---- */
 

@@ -1513,22 +1513,10 @@ int main(int argc, char **argv)
 		notify(msg);
 	}
 
-	if (opt.single) {
+	if (opt.single)
 		ret = fuse_session_loop(se);
-	} else {
-		/* The API-3.5 form of the loop config (FUSE_USE_VERSION
-		 * 35): fuse_loop_cfg_create() makes the 3.12 one, which
-		 * this loop would misread.  Idle workers all wait on the
-		 * channel and the kernel wakes the one idle longest, so
-		 * each one kept makes one-at-a-time requests rotate over
-		 * more threads and CPUs; below two, libfuse would start a
-		 * thread for every request.  Parallel load still gets up
-		 * to max_threads busy workers. */
-		struct fuse_loop_config lc = {.clone_fd = 0,
-					      .max_idle_threads = 2};
-
-		ret = fuse_session_loop_mt(se, &lc);
-	}
+	else
+		ret = rkfs_loop_run(se);
 	code = ret == 0 ? 0 : EXIT_FUSE;
 	/* Logged before STOPPING=1, so whoever watches for that finds
 	 * the line already there. */

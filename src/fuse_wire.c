@@ -15,11 +15,12 @@
  *    backing filesystem drops security.capability on the daemon's own
  *    writes, as it does for any writer.)
  *  - Those flags are kept, with the request's opcode and node id, for the
- *    thread that read it: libfuse's loops process a request on the thread
- *    that read it.  The handler names the opcode and node it is serving,
- *    so a libfuse that ever handed a request to another thread would make
- *    the flags not match, and the daemon would fall back to asking the
- *    caller's capabilities, never clear bits for the wrong request.
+ *    thread that read it: the daemon's loop (fuse_loop.c) and libfuse's
+ *    single-threaded one process a request on the thread that read it.
+ *    The handler names the opcode and node it is serving, so a loop that
+ *    ever handed a request to another thread would make the flags not
+ *    match, and the daemon would fall back to asking the caller's
+ *    capabilities, never clear bits for the wrong request.
  *
  * Splice is off on this channel (no splice hooks), so every request is
  * one read() into memory and every reply one writev().
@@ -184,14 +185,17 @@ static ssize_t wire_writev(int fd, struct iovec *iov, int count,
 	const struct fuse_out_header *out;
 
 	(void)userdata;
-	if (init_pending && count > 0 &&
-	    iov[0].iov_len >= sizeof(*out)) {
-		out = iov[0].iov_base;
-		if (out->unique == init_unique) {
-			init_pending = false;
-			if (init_offers_v2)
-				return send_init_reply(fd, iov, count);
-		}
+	if (count < 1 || iov[0].iov_len < sizeof(*out))
+		return writev(fd, iov, count);
+	out = iov[0].iov_base;
+	/* a reply (notifications have no unique): its worker is about
+	 * to be free, and counts so before the caller can ask again */
+	if (out->unique != 0)
+		rkfs_loop_replying();
+	if (init_pending && out->unique == init_unique) {
+		init_pending = false;
+		if (init_offers_v2)
+			return send_init_reply(fd, iov, count);
 	}
 	return writev(fd, iov, count);
 }

@@ -475,6 +475,62 @@ EOF
 	! mountpoint -q "$MNT" || false
 }
 
+# The daemon's own request loop (src/fuse_loop.c): idle workers beyond
+# what the load asks for are parked, not left on the channel, so
+# requests one at a time never rotate over every thread; and workers
+# started by a burst stay, so overlapping requests later start and end
+# no threads.
+@test "workers: requests one at a time stay on two threads, and overlapping ones start and end none" {
+	local pid
+	pid=$(rk_daemon_pid)
+	"$PY" - "$MNT" "$pid" <<'EOF'
+import errno, os, sys, threading, time
+d, pid = sys.argv[1], sys.argv[2]
+def workers():
+    out = {}
+    for t in os.listdir("/proc/%s/task" % pid):
+        try:
+            with open("/proc/%s/task/%s/comm" % (pid, t)) as f:
+                if f.read().strip() != "rekeyfs-worker":
+                    continue
+            with open("/proc/%s/task/%s/schedstat" % (pid, t)) as f:
+                out[t] = int(f.read().split()[2])  # times it was run
+        except FileNotFoundError:
+            pass
+    return out
+def asks(path, n):
+    for _ in range(n):
+        try:
+            os.getxattr(path, "user.none")  # no cache: one request each
+        except OSError as e:
+            assert e.errno == errno.ENODATA, e
+paths = []
+for k in range(16):
+    p = os.path.join(d, "f%02d" % k)
+    open(p, "w").close()
+    paths.append(p)
+# a burst of 16 callers at once starts workers
+ts = [threading.Thread(target=asks, args=(p, 300)) for p in paths]
+[t.start() for t in ts]
+[t.join() for t in ts]
+time.sleep(0.2)  # the last of the burst's workers park
+before = workers()
+assert 3 <= len(before) <= 10, "workers after a burst: %d" % len(before)
+asks(paths[0], 3000)
+after = workers()
+# (a parked worker woken in a rare race is allowed)
+runs = sorted((after[t] - before.get(t, 0) for t in after), reverse=True)
+assert sum(runs[:2]) >= 0.9 * sum(runs), "one caller's requests ran on: %s" % runs
+# two callers at once: the same workers serve them, none ends or starts
+for _ in range(3):
+    ts = [threading.Thread(target=asks, args=(p, 2000)) for p in paths[:2]]
+    [t.start() for t in ts]
+    [t.join() for t in ts]
+    now = workers()
+    assert set(now) == set(before), "workers %s, then %s" % (sorted(before), sorted(now))
+EOF
+}
+
 # While the file's maker writes past the cache, a read-write handle does
 # too: no page of the file is dirty in the cache for a direct write to
 # miss, so a shared writable map waits for the maker's close.
