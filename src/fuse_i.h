@@ -402,9 +402,10 @@ enum rkfs_kill rkfs_wire_kill_suidgid(uint32_t op, fuse_ino_t nodeid);
  * termination signal, the unmount or a channel error).  0 or -errno.
  */
 int rkfs_loop_run(struct fuse_session *se);
-/* The request this thread serves is being answered (called by the
- * channel's writer for each reply; a no-op off the loop's workers). */
-void rkfs_loop_replying(void);
+/* The request with this unique id is being answered (called by the
+ * channel's writer for each reply; a no-op unless it is the request the
+ * calling worker serves). */
+void rkfs_loop_replying(uint64_t unique);
 
 /* ---- -o idle (fuse_idle.c) ---- */
 

@@ -24,10 +24,10 @@
  *
  * Ending: a signal handler (fuse_set_signal_handlers()), an unmount
  * (the read fails with ENODEV) or a channel error marks the session
- * exited.  Workers block the termination signals, so a signal interrupts
- * the main thread's sem_wait().  The main thread then wakes the parked
- * workers and cancels the rest; cancellation is enabled only while a
- * worker waits for a request, so a request read is always answered.
+ * exited and wakes the main thread (chain_signals()).  It then wakes
+ * the parked workers and cancels the rest; cancellation is enabled only
+ * while a worker waits for a request, so none is cancelled while it
+ * serves one.
  */
 #include "fuse_i.h"
 
@@ -88,8 +88,10 @@ struct loop {
 
 static void *work(void *arg);
 
-/* The worker this thread is, while its request is not yet answered. */
+/* The worker this thread is, while its request is not yet answered,
+ * and that request's unique id. */
 static __thread struct worker *serving;
+static __thread uint64_t serving_unique;
 
 /* Start a worker; under lp->lock.  0 or -errno. */
 static int start_worker(struct loop *lp)
@@ -109,10 +111,15 @@ static int start_worker(struct loop *lp)
 	sigaddset(&block, SIGINT);
 	sigaddset(&block, SIGHUP);
 	sigaddset(&block, SIGQUIT);
+	/* Counted before it runs: it may take a request at once. */
+	atomic_fetch_add(&lp->idle, 1);
+	atomic_fetch_add(&lp->ready, 1);
 	pthread_sigmask(SIG_BLOCK, &block, &old);
 	ret = pthread_create(&w->tid, NULL, work, w);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (ret != 0) {
+		atomic_fetch_sub(&lp->idle, 1);
+		atomic_fetch_sub(&lp->ready, 1);
 		pthread_cond_destroy(&w->wake);
 		free(w);
 		return -ret;
@@ -120,8 +127,6 @@ static int start_worker(struct loop *lp)
 	w->next = lp->all;
 	lp->all = w;
 	lp->workers++;
-	atomic_fetch_add(&lp->idle, 1);
-	atomic_fetch_add(&lp->ready, 1);
 	return 0;
 }
 
@@ -150,10 +155,22 @@ static void add_reader(struct loop *lp)
 			 strerror(-ret));
 }
 
-/* Park w until add_reader() or the end wakes it; under lp->lock. */
+/*
+ * Park w until add_reader() or the end wakes it; under lp->lock.  Never
+ * the last idle worker: workers take requests without the lock, and one
+ * that took the second-last saw an idle worker left and woke nobody.
+ * Of a parker and a taker, whichever brings idle from 1 to 0 acts: the
+ * parker does not park, the taker calls add_reader(), which waits for
+ * the lock until the parker waits and then wakes it.
+ */
 static void park(struct loop *lp, struct worker *w)
 {
-	atomic_fetch_sub(&lp->idle, 1);
+	unsigned idle = atomic_load(&lp->idle);
+
+	do {
+		if (idle <= 1)
+			return;
+	} while (!atomic_compare_exchange_weak(&lp->idle, &idle, idle - 1));
 	atomic_fetch_sub(&lp->ready, 1);
 	w->woken = false;
 	w->next_parked = lp->parked;
@@ -200,14 +217,20 @@ static unsigned readers_wanted(const struct loop *lp)
 	return k < READERS ? READERS : k > MAX_WORKERS ? MAX_WORKERS : k;
 }
 
-/* FORGETs need no reply and take no time: they never call for another
- * reader (libfuse's loop counts them the same way). */
-static bool is_forget(const struct fuse_buf *buf)
+/*
+ * The unique id of the request in buf, or 0 for FORGETs: they need no
+ * reply and take no time, so they never call for another reader
+ * (libfuse's loop counts them the same way).
+ */
+static uint64_t request_unique(const struct fuse_buf *buf)
 {
 	const struct fuse_in_header *in = buf->mem;
 
-	return !(buf->flags & FUSE_BUF_IS_FD) && buf->size >= sizeof(*in) &&
-	       (in->opcode == FUSE_FORGET || in->opcode == FUSE_BATCH_FORGET);
+	if ((buf->flags & FUSE_BUF_IS_FD) || buf->size < sizeof(*in))
+		return 0;
+	if (in->opcode == FUSE_FORGET || in->opcode == FUSE_BATCH_FORGET)
+		return 0;
+	return in->unique;
 }
 
 static void *work(void *arg)
@@ -219,6 +242,7 @@ static void *work(void *arg)
 	(void)pthread_setname_np(pthread_self(), "rekeyfs-worker");
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
 	while (!stop) {
+		uint64_t unique;
 		bool forget;
 		int res;
 
@@ -236,7 +260,8 @@ static void *work(void *arg)
 			fuse_session_exit(lp->se);
 			break;
 		}
-		forget = is_forget(&w->buf);
+		unique = request_unique(&w->buf);
+		forget = unique == 0;
 		if (!forget) {
 			note_busy(lp);
 			atomic_fetch_sub(&lp->ready, 1);
@@ -248,6 +273,7 @@ static void *work(void *arg)
 		}
 
 		serving = forget ? NULL : w;
+		serving_unique = unique;
 		fuse_session_process_buf(lp->se, &w->buf);
 		if (serving != NULL) /* answered without a reply */
 			done_serving(lp);
@@ -277,14 +303,64 @@ static void *work(void *arg)
  * reply, two steady callers would briefly leave every worker idle and
  * park one at every round.
  */
-void rkfs_loop_replying(void)
+void rkfs_loop_replying(uint64_t unique)
 {
 	struct worker *w = serving;
 
-	if (w == NULL)
+	/* not libfuse's answer to an earlier INTERRUPT, say */
+	if (w == NULL || unique != serving_unique)
 		return;
 	serving = NULL;
 	done_serving(w->lp);
+}
+
+/*
+ * The termination signals' handlers (fuse_set_signal_handlers() and the
+ * daemon's SIGHUP) run as before and then post the loop's semaphore: a
+ * signal that lands between the main thread's look at the session and
+ * its sem_wait(), or on a thread other than the main one, still wakes
+ * it.  sem_post() is async-signal-safe.
+ */
+#define N_WAKE 4
+static const int wake_signals[N_WAKE] = {SIGTERM, SIGINT, SIGQUIT, SIGHUP};
+static struct sigaction wake_prev[N_WAKE];
+static sem_t *wake_sem;
+
+static void on_signal(int sig)
+{
+	int saved = errno;
+
+	for (size_t i = 0; i < N_WAKE; i++)
+		if (wake_signals[i] == sig)
+			wake_prev[i].sa_handler(sig);
+	if (wake_sem != NULL)
+		sem_post(wake_sem);
+	errno = saved;
+}
+
+/* Chain on_signal() onto each handler that is a function; or undo it. */
+static void chain_signals(sem_t *sem)
+{
+	for (size_t i = 0; i < N_WAKE; i++) {
+		struct sigaction sa;
+
+		if (sem == NULL) {
+			if (wake_prev[i].sa_handler != NULL)
+				(void)sigaction(wake_signals[i], &wake_prev[i],
+						NULL);
+			continue;
+		}
+		memset(&wake_prev[i], 0, sizeof(wake_prev[i]));
+		if (sigaction(wake_signals[i], NULL, &sa) < 0 ||
+		    (sa.sa_flags & SA_SIGINFO) || sa.sa_handler == SIG_DFL ||
+		    sa.sa_handler == SIG_IGN)
+			continue;
+		wake_prev[i] = sa;
+		sa.sa_handler = on_signal;
+		if (sigaction(wake_signals[i], &sa, NULL) < 0)
+			memset(&wake_prev[i], 0, sizeof(wake_prev[i]));
+	}
+	wake_sem = sem;
 }
 
 int rkfs_loop_run(struct fuse_session *se)
@@ -295,12 +371,11 @@ int rkfs_loop_run(struct fuse_session *se)
 
 	pthread_mutex_init(&lp.lock, NULL);
 	sem_init(&lp.finish, 0, 0);
+	chain_signals(&lp.finish);
 	pthread_mutex_lock(&lp.lock);
 	ret = start_worker(&lp);
 	pthread_mutex_unlock(&lp.lock);
 	if (ret == 0) {
-		/* sem_wait() returns early on a signal, and the handler
-		 * has marked the session exited by then */
 		while (!fuse_session_exited(se))
 			sem_wait(&lp.finish);
 		pthread_mutex_lock(&lp.lock);
@@ -319,6 +394,7 @@ int rkfs_loop_run(struct fuse_session *se)
 		free(w->buf.mem);
 		free(w);
 	}
+	chain_signals(NULL);
 	sem_destroy(&lp.finish);
 	pthread_mutex_destroy(&lp.lock);
 	fuse_session_reset(se);

@@ -191,7 +191,7 @@ static ssize_t wire_writev(int fd, struct iovec *iov, int count,
 	/* a reply (notifications have no unique): its worker is about
 	 * to be free, and counts so before the caller can ask again */
 	if (out->unique != 0)
-		rkfs_loop_replying();
+		rkfs_loop_replying(out->unique);
 	if (init_pending && out->unique == init_unique) {
 		init_pending = false;
 		if (init_offers_v2)

@@ -475,6 +475,47 @@ EOF
 	! mountpoint -q "$MNT" || false
 }
 
+# A termination signal can land on any thread that does not block it
+# (the keyring watcher does not); the daemon must end all the same, on
+# an idle mount where no request would wake a worker.
+@test "SIGTERM delivered to a helper thread of an idle mount ends the daemon" {
+	local pid
+	pid=$(rk_daemon_pid)
+	"$PY" - "$pid" <<'EOF'
+import ctypes, os, signal, sys, time
+pid = int(sys.argv[1])
+libc = ctypes.CDLL(None, use_errno=True)
+target = None
+for t in sorted(os.listdir("/proc/%d/task" % pid)):
+    if int(t) == pid:
+        continue
+    with open("/proc/%d/task/%s/comm" % (pid, t)) as f:
+        if f.read().startswith("rekeyfs-"):
+            continue  # workers and sealers block it
+    with open("/proc/%d/task/%s/status" % (pid, t)) as f:
+        blk = [l for l in f if l.startswith("SigBlk:")][0].split()[1]
+    if not int(blk, 16) & (1 << (signal.SIGTERM - 1)):
+        target = int(t)
+        break
+assert target is not None, "no helper thread takes SIGTERM"
+SYS_tgkill = 234  # x86-64
+assert libc.syscall(SYS_tgkill, pid, target, signal.SIGTERM) == 0
+for _ in range(100):
+    if not os.path.exists("/proc/%d/task/%d" % (pid, pid)) or \
+       open("/proc/%d/stat" % pid).read().split()[2] == "Z":
+        break
+    time.sleep(0.05)
+else:
+    raise SystemExit("the daemon still runs 5 s after SIGTERM")
+EOF
+	for i in $(seq 1 50); do
+		mountpoint -q "$MNT" || break
+		sleep 0.1
+	done
+	! mountpoint -q "$MNT" || false
+	grep -q "unmounted $BACK from $MNT" "$LOG"
+}
+
 # The daemon's own request loop (src/fuse_loop.c): idle workers beyond
 # what the load asks for are parked, not left on the channel, so
 # requests one at a time never rotate over every thread; and workers
