@@ -88,6 +88,11 @@ struct loop {
 
 static void *work(void *arg);
 
+/* The termination signals: blocked in workers, chained by
+ * chain_signals() to wake the main thread. */
+#define N_WAKE 4
+static const int wake_signals[N_WAKE] = {SIGTERM, SIGINT, SIGQUIT, SIGHUP};
+
 /* The worker this thread is, while its request is not yet answered,
  * and that request's unique id. */
 static __thread struct worker *serving;
@@ -107,10 +112,8 @@ static int start_worker(struct loop *lp)
 	pthread_cond_init(&w->wake, NULL);
 	/* Termination signals go to the main thread (see the top). */
 	sigemptyset(&block);
-	sigaddset(&block, SIGTERM);
-	sigaddset(&block, SIGINT);
-	sigaddset(&block, SIGHUP);
-	sigaddset(&block, SIGQUIT);
+	for (size_t i = 0; i < N_WAKE; i++)
+		sigaddset(&block, wake_signals[i]);
 	/* Counted before it runs: it may take a request at once. */
 	atomic_fetch_add(&lp->idle, 1);
 	atomic_fetch_add(&lp->ready, 1);
@@ -321,8 +324,6 @@ void rkfs_loop_replying(uint64_t unique)
  * its sem_wait(), or on a thread other than the main one, still wakes
  * it.  sem_post() is async-signal-safe.
  */
-#define N_WAKE 4
-static const int wake_signals[N_WAKE] = {SIGTERM, SIGINT, SIGQUIT, SIGHUP};
 static struct sigaction wake_prev[N_WAKE];
 static sem_t *wake_sem;
 

@@ -188,10 +188,9 @@ static ssize_t wire_writev(int fd, struct iovec *iov, int count,
 	if (count < 1 || iov[0].iov_len < sizeof(*out))
 		return writev(fd, iov, count);
 	out = iov[0].iov_base;
-	/* a reply (notifications have no unique): its worker is about
-	 * to be free, and counts so before the caller can ask again */
-	if (out->unique != 0)
-		rkfs_loop_replying(out->unique);
+	/* a reply: its worker is about to be free, and counts so before
+	 * the caller can ask again (a no-op for notifications, unique 0) */
+	rkfs_loop_replying(out->unique);
 	if (init_pending && out->unique == init_unique) {
 		init_pending = false;
 		if (init_offers_v2)
